@@ -1,0 +1,23 @@
+# Two entry points, each doing all of its own set-up in .venv (see README "Quick start").
+PY := .venv/bin/python
+STAMP := .venv/.installed
+
+.PHONY: book test export clean
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+book: $(STAMP)  ## build the textbook into _build/html (warnings are errors)
+	.venv/bin/jupyter-book build . --warningiserror --keep-going
+
+test: $(STAMP)  ## the package against torch.optim, and every chapter through nbval
+	$(PY) -m pytest
+
+export: $(STAMP)  ## regenerate optim_nb/ from the chapters
+	.venv/bin/nbdev-export
+
+clean:
+	rm -rf _build

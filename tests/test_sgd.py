@@ -1,0 +1,138 @@
+"""optim_nb.SGD against torch.optim.SGD: numbers, signature, errors."""
+import inspect
+import re
+
+import pytest
+import torch
+from hypothesis import given, strategies as st
+
+from optim_nb import SGD
+from optim_nb.core import assert_matches_torch, train
+
+DTYPES = st.sampled_from([torch.float32, torch.float64])
+
+
+@st.composite
+def sgd_options(draw):
+    momentum = draw(st.sampled_from([0.0, 0.5, 0.9, 0.99]) | st.floats(0.0, 0.999))
+    nesterov = momentum > 0 and draw(st.booleans())
+    return dict(
+        momentum=momentum,
+        dampening=0.0 if nesterov else draw(st.sampled_from([0.0, 0.1, 0.5]) | st.floats(0.0, 1.0)),
+        nesterov=nesterov,
+        weight_decay=draw(st.sampled_from([0.0, 1e-4, 0.1]) | st.floats(0.0, 0.5)),
+        maximize=draw(st.booleans()),
+    )
+
+
+@given(first=sgd_options(), second=sgd_options(), dtype=DTYPES,
+       lr=st.floats(1e-4, 0.1), lr_as_tensor=st.booleans())
+def test_bit_identical_to_torch(first, second, dtype, lr, lr_as_tensor):
+    lr = torch.tensor(lr) if lr_as_tensor else lr
+    assert_matches_torch(SGD, torch.optim.SGD, [first, {**second, "lr": 0.01}], dtype=dtype, lr=lr)
+
+
+def test_the_comparison_can_fail():
+    def off_by_momentum(params, **kw):
+        return SGD(params, **{**kw, "momentum": 0.5})
+    with pytest.raises(AssertionError):
+        assert_matches_torch(off_by_momentum, torch.optim.SGD, [{}, {}], lr=0.1, momentum=0.9)
+
+
+def _params(cls):
+    return [(p.name, p.kind, p.default) for p in inspect.signature(cls).parameters.values()]
+
+
+def test_signature_and_defaults_are_torchs():
+    assert _params(SGD) == _params(torch.optim.SGD)
+    w = [torch.zeros(1, requires_grad=True)]
+    assert SGD(w).defaults == torch.optim.SGD(w).defaults
+
+
+BAD = [
+    dict(lr=-1e-3), dict(lr=torch.tensor(-1.0)), dict(lr=torch.tensor([0.1, 0.2])),
+    dict(momentum=-0.1), dict(weight_decay=-1e-5),
+    dict(nesterov=True), dict(nesterov=True, momentum=0.9, dampening=0.5),
+    dict(fused=True, foreach=True), dict(fused=True, differentiable=True),
+]
+
+
+@pytest.mark.parametrize("bad", BAD, ids=lambda b: ",".join(f"{k}={v}" for k, v in b.items()))
+def test_bad_hyperparameters_raise_torchs_error(bad):
+    w = [torch.zeros(2, requires_grad=True)]
+    with pytest.raises(Exception) as theirs:
+        torch.optim.SGD(w, **bad)
+    with pytest.raises(theirs.type, match=re.escape(str(theirs.value))) as ours:
+        SGD(w, **bad)
+    # the message names the offending value
+    for key, value in bad.items():
+        if key in ("lr", "momentum", "weight_decay", "dampening") and not isinstance(value, torch.Tensor):
+            assert str(value) in str(ours.value)
+
+
+def test_nan_learning_rate_is_rejected():
+    with pytest.raises(ValueError, match="Invalid learning rate: nan"):
+        SGD([torch.zeros(1, requires_grad=True)], lr=float("nan"))
+
+
+def test_a_bad_param_group_is_not_added():
+    opt = SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    with pytest.raises(ValueError, match="Invalid momentum value: -1"):
+        opt.add_param_group({"params": [torch.zeros(1, requires_grad=True)], "momentum": -1})
+    assert len(opt.param_groups) == 1
+
+
+def test_closure_and_scheduler_match_torch():
+    def run(cls):
+        model = torch.nn.Linear(3, 1, dtype=torch.float64)
+        torch.manual_seed(0)
+        with torch.no_grad():
+            model.weight.normal_(); model.bias.zero_()
+        opt = cls(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.2, total_steps=15)
+        x = torch.linspace(-1, 1, 24, dtype=torch.float64).reshape(8, 3)
+        losses = []
+        for _ in range(15):
+            def closure():
+                opt.zero_grad()
+                loss = model(x).pow(2).mean()
+                loss.backward()
+                return loss
+            losses.append(opt.step(closure))
+            sched.step()
+        return torch.stack(losses), model.weight.detach()
+    (l1, w1), (l2, w2) = run(SGD), run(torch.optim.SGD)
+    assert torch.equal(l1, l2) and torch.equal(w1, w2)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_sparse_gradients_match_torch(momentum):
+    def run(cls):
+        torch.manual_seed(0)
+        emb = torch.nn.Embedding(10, 3, sparse=True)
+        opt = cls(emb.parameters(), lr=0.1, momentum=momentum)
+        for step in range(5):
+            opt.zero_grad()
+            emb(torch.tensor([step, step + 1, 3])).pow(2).sum().backward()
+            opt.step()
+        return emb.weight.detach()
+    assert torch.equal(run(SGD), run(torch.optim.SGD))
+
+
+def test_differentiable_step_gives_torchs_gradient():
+    def grad_wrt_lr(cls):
+        lr = torch.tensor(0.1, dtype=torch.float64, requires_grad=True)
+        w0 = torch.tensor([1.0, -2.0], dtype=torch.float64, requires_grad=True)
+        w = w0.clone()  # a non-leaf parameter, as differentiable optimisation needs
+        opt = cls([w], lr=lr, differentiable=True)
+        for _ in range(3):
+            w.grad = 2 * w  # the gradient of |w|², itself differentiable
+            opt.step()
+        return torch.autograd.grad(w.sum(), lr)[0]
+    ours, theirs = grad_wrt_lr(SGD), grad_wrt_lr(torch.optim.SGD)
+    assert ours != 0 and torch.equal(ours, theirs)
+
+
+def test_no_state_without_momentum():
+    model, opt = train(lambda m: SGD(m.parameters(), lr=0.1))
+    assert opt.state_dict()["state"] == {}
