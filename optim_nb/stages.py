@@ -28,16 +28,18 @@ def path(optimizer_class, f, x0, steps: int = 50, **options) -> torch.Tensor:
     return torch.stack(points)
 
 # %% ../chapters/90_stages.ipynb #c009
-def plot_paths(f, paths: dict, title: str = "", ax=None, xlim=(-5.5, 5.5), ylim=(-2.5, 2.5)):
-    "Contours of `f` with one line of iterates per entry of `paths` ({label: (n, 2) tensor})."
+def plot_paths(f, paths: dict, title: str = "", ax=None, xlim=(-5.5, 5.5), ylim=(-2.5, 2.5),
+               minimum=(0.0, 0.0)):
+    "Contours of `f`, its `minimum` (a star) and each of `paths` ({label: (n, 2) tensor}), end points ringed."
     ax = ax or plt.subplots(figsize=(7, 3.2))[1]
     xs = torch.linspace(*xlim, 200, dtype=torch.float64)
     ys = torch.linspace(*ylim, 200, dtype=torch.float64)
     X, Y = torch.meshgrid(xs, ys, indexing="xy")
     ax.contour(X, Y, f(torch.stack([X, Y])), levels=20, colors="0.8", linewidths=0.8)
     for label, pts in paths.items():
-        ax.plot(pts[:, 0], pts[:, 1], "o-", markersize=2.5, linewidth=1.2, label=label)
-    ax.plot(0, 0, "k*", markersize=8)
+        line, = ax.plot(pts[:, 0], pts[:, 1], "o-", markersize=2.5, linewidth=1.2, label=label)
+        ax.plot(pts[-1, 0], pts[-1, 1], "o", markersize=9, markerfacecolor="none", color=line.get_color())
+    ax.plot(*minimum, "k*", markersize=10)
     ax.set(xlim=xlim, ylim=ylim, xlabel="$x_1$", ylabel="$x_2$", title=title)
     ax.legend(fontsize=8, loc="lower right")
     return ax
