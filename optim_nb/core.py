@@ -8,6 +8,7 @@ __all__ = ['FLAGS', 'require', 'check_lr', 'check_at_least', 'as_scalar', 'add_l
            'assert_matches_torch']
 
 # %% ../chapters/00_generic_rule.ipynb #c011
+import inspect
 import torch
 from torch import Tensor
 
@@ -58,9 +59,9 @@ def zero_step(param: Tensor, group: dict) -> Tensor:
 from torch.optim.optimizer import _get_capturable_supported_devices
 from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
 
-def check_capturable(param: Tensor, step: Tensor | None = None):
+def check_capturable(param: Tensor, step: Tensor | None = None, supports_xla: bool = True):
     "torch's `AssertionError` unless `param` (and its `step`) sit on a device that can be captured."
-    devices = _get_capturable_supported_devices()
+    devices = _get_capturable_supported_devices(supports_xla)
     step_device = param.device.type if step is None else step.device.type
     if not (param.device.type == step_device and param.device.type in devices):
         raise AssertionError("If capturable=True, params and state_steps must be on "
@@ -124,10 +125,20 @@ class Optimizer(torch.optim.Optimizer):
         "Apply one step of the rule to `param` in place."
         raise NotImplementedError
 
+    # values for group keys that checkpoints of older torch versions lack, where they differ
+    # from the constructor's defaults (torch hard-codes them in each `__setstate__`)
+    legacy_defaults: dict = {}
+
     def __setstate__(self, state: dict):
-        "Unpickle; a `step` saved as a number (older checkpoints) becomes torch's step tensor."
+        """Unpickle or `load_state_dict`: fill the group keys an older checkpoint lacks, and turn a
+        `step` saved as a number into torch's step tensor."""
         super().__setstate__(state)
+        fallback = {name: p.default for name, p in inspect.signature(type(self)).parameters.items()
+                    if p.default is not inspect.Parameter.empty and name in self.defaults}
+        fallback.update(self.legacy_defaults)
         for group in self.param_groups:
+            for key, value in fallback.items():
+                group.setdefault(key, value)
             for p in group["params"]:
                 s = self.state.get(p, {})
                 if "step" in s and not torch.is_tensor(s["step"]):

@@ -76,4 +76,6 @@ class SGD(Optimizer):
                 "Nesterov momentum requires a momentum and zero dampening "
                 f"(got momentum={h['momentum']}, dampening={h['dampening']})")
 
+    legacy_defaults = {"fused": False}  # what torch's SGD.__setstate__ fills in
+
     update = staticmethod(sgd_update)

@@ -6,7 +6,7 @@ import optim_nb
 
 
 def test_public_names():
-    assert {"SGD", "Optimizer"} <= set(optim_nb.__all__)
+    assert {"Optimizer", "SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW"} <= set(optim_nb.__all__)
     for name in optim_nb.__all__:
         assert getattr(optim_nb, name) is not None
 
