@@ -56,7 +56,7 @@ def zero_step(param: Tensor, group: dict) -> Tensor:
     return torch.tensor(0.0, dtype=scalar_dtype())
 
 # %% ../chapters/00_generic_rule.ipynb #c022
-from torch.optim.optimizer import _get_capturable_supported_devices
+from torch.optim.optimizer import _default_to_fused_or_foreach, _get_capturable_supported_devices
 from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
 
 def check_capturable(param: Tensor, step: Tensor | None = None, supports_xla: bool = True):
@@ -144,11 +144,25 @@ class Optimizer(torch.optim.Optimizer):
                 if "step" in s and not torch.is_tensor(s["step"]):
                     s["step"] = zero_step(p, group).fill_(float(s["step"]))
 
-    def step(self, closure=None):
-        """Perform one optimization step; `closure` re-evaluates the model and returns the loss.
+    # Multi-tensor and fused formulations of the rule, `fn(params, grads, states, **hyperparams)`;
+    # None: the per-parameter loop serves `foreach=True` and `fused=True` too.
+    update_foreach = None
+    update_fused = None
 
-        `foreach` and `fused` are accepted and stored, and run this per-parameter loop.
-        """
+    def path(self, group: dict, params: list) -> str:
+        "Which formulation steps `group`: 'fused', 'foreach' or 'loop', defaulting as torch does."
+        foreach, fused = group.get("foreach"), group.get("fused")
+        if foreach is None and fused is None:  # torch: foreach on CUDA, the loop on the CPU
+            fused, foreach = _default_to_fused_or_foreach(
+                params, bool(group.get("differentiable")), use_fused=False)
+        if fused and self.update_fused is not None:
+            return "fused"
+        if foreach and self.update_foreach is not None:
+            return "foreach"
+        return "loop"
+
+    def step(self, closure=None):
+        """Perform one optimization step; `closure` re-evaluates the model and returns the loss."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -160,18 +174,28 @@ class Optimizer(torch.optim.Optimizer):
                 self.check_grad(p, group)
         with torch.set_grad_enabled(bool(self.defaults.get("differentiable"))):
             for group, params in work:
-                h = self.hyperparams(group)
-                for p in params:
-                    grad = -p.grad if group.get("maximize") else p.grad
-                    state = self.state.get(p, {})  # .get: no entry until the rule stores one
-                    if not state:
-                        self.init_state(p, state, group)
-                    self.update(p, grad, state, **h)
-                    if state:
-                        self.state[p] = state
+                self.step_group(group, params)
         return loss
 
-# %% ../chapters/00_generic_rule.ipynb #c036
+    def step_group(self, group: dict, params: list):
+        "One step for the parameters of `group` that have a gradient."
+        h = self.hyperparams(group)
+        grads = [-p.grad if group.get("maximize") else p.grad for p in params]
+        states = [self.state.get(p, {}) for p in params]  # .get: no entry until the rule stores one
+        for p, state in zip(params, states):
+            if not state:
+                self.init_state(p, state, group)
+        path = self.path(group, params)
+        if path == "loop":
+            for p, grad, state in zip(params, grads, states):
+                self.update(p, grad, state, **h)
+        elif params:
+            (self.update_fused if path == "fused" else self.update_foreach)(params, grads, states, **h)
+        for p, state in zip(params, states):
+            if state:
+                self.state[p] = state
+
+# %% ../chapters/00_generic_rule.ipynb #c038
 def small_model(dtype=torch.float32, seed: int = 0) -> torch.nn.Module:
     "A 4-8-2 tanh network, seeded, in `dtype`: two Linear layers for two parameter groups."
     torch.manual_seed(seed)
@@ -190,7 +214,7 @@ def train(make_optimizer, dtype=torch.float32, steps: int = 20, seed: int = 0):
         opt.step()
     return model, opt
 
-# %% ../chapters/00_generic_rule.ipynb #c037
+# %% ../chapters/00_generic_rule.ipynb #c039
 def assert_same(a, b, where="state"):
     "Recursively require equality; tensors with `torch.equal` (same dtype, shape and bits)."
     if isinstance(a, Tensor) or isinstance(b, Tensor):
