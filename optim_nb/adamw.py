@@ -28,7 +28,10 @@ class AdamW(Adam):
         eps: ε ≥ 0 added to the denominator after its bias correction (default 1e-8).
         weight_decay: decay rate λ ≥ 0; each step multiplies θ by 1 - γλ (default 1e-2).
         amsgrad: divide by the running maximum of the second moment (default False).
-        maximize, foreach, capturable, differentiable, fused: as in `optim_nb.adam.Adam`.
+        foreach: True runs Adam's multi-tensor rule `optim_nb.adam.adam_update_foreach` (one
+            `torch._foreach_*` call per operation for the whole group); None picks as torch
+            does, the multi-tensor rule on CUDA and the per-parameter loop on the CPU.
+        maximize, capturable, differentiable, fused: as in `optim_nb.adam.Adam`.
 
     Example:
         >>> model = torch.nn.Linear(3, 1)

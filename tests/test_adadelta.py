@@ -232,3 +232,79 @@ def test_capturable_on_cuda_matches_torch_single_tensor():
         return w.detach(), opt.state[w]["step"]
     (w1, s1), (w2, s2) = run(Adadelta), run(torch.optim.Adadelta)
     assert torch.equal(w1, w2) and s1.device == s2.device and torch.equal(s1, s2)
+
+
+# --- foreach=True: the multi-tensor rule, against torch's multi-tensor path and our loop
+
+from hypothesis import settings
+
+from optim_nb.adadelta import adadelta_update_foreach
+from optim_nb.core import assert_same, small_model
+from optim_nb.sgd import foreach_vs_loop
+
+
+@settings(max_examples=25)
+@given(first=adadelta_options(), second=adadelta_options(), dtype=DTYPES,
+       lr=st.floats(1e-3, 2.0), lr_as_tensor=st.booleans())
+def test_foreach_bit_identical_to_torchs_foreach(first, second, dtype, lr, lr_as_tensor):
+    lr = torch.tensor(lr) if lr_as_tensor else lr
+    assert_matches_torch(Adadelta, torch.optim.Adadelta, [first, {**second, "lr": 0.5}],
+                         dtype=dtype, lr=lr, foreach=True)
+
+
+@settings(max_examples=10)
+@given(first=adadelta_options(), second=adadelta_options(), dtype=DTYPES)
+def test_foreach_gives_the_loops_bits_and_state_layout(first, second, dtype):
+    assert foreach_vs_loop(Adadelta, [first, second], dtype=dtype, lr=0.5) == 0
+
+
+def test_foreach_is_the_path_taken_and_the_cpu_default_is_the_loop():
+    params = list(small_model().parameters())
+    for foreach, expected in [(True, "foreach"), (False, "loop"), (None, "loop")]:
+        opt = Adadelta(params, foreach=foreach)
+        assert opt.path(opt.param_groups[0], params) == expected
+    assert Adadelta.update_foreach is adadelta_update_foreach
+
+
+@pytest.mark.parametrize("options", [dict(lr=0.5), dict(lr=torch.tensor(0.5), rho=0.5, weight_decay=0.1,
+                                                         maximize=True)])
+def test_foreach_groups_by_dtype_and_handles_complex_as_torch(options):
+    def run(cls):
+        torch.manual_seed(0)
+        ps = [torch.randn(3, requires_grad=True), torch.randn(2, 2, dtype=torch.float64, requires_grad=True),
+              torch.randn(4, dtype=torch.complex64, requires_grad=True)]
+        opt = cls(ps, foreach=True, **options)
+        for _ in range(8):
+            opt.zero_grad()
+            sum((p.abs() ** 2 + p.real).sum().double() for p in ps).backward()
+            opt.step()
+        return [p.detach() for p in ps], opt.state_dict()
+    (p1, s1), (p2, s2) = run(Adadelta), run(torch.optim.Adadelta)
+    assert all(torch.equal(a, b) for a, b in zip(p1, p2))
+    assert_same(s1, s2)
+
+
+@pytest.mark.parametrize("lr_as_tensor", [False, True])
+def test_foreach_capturable_on_the_cpu_raises_torchs_error(lr_as_tensor):
+    lr = torch.tensor(0.5) if lr_as_tensor else 0.5
+    with pytest.raises(Exception) as theirs:
+        _step_once(torch.optim.Adadelta, lr=lr, foreach=True, capturable=True)
+    with pytest.raises(theirs.type, match=re.escape(str(theirs.value))):
+        _step_once(Adadelta, lr=lr, foreach=True, capturable=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("capturable", [False, True])
+def test_foreach_on_cuda_matches_torchs_foreach(capturable):
+    def run(cls):
+        torch.manual_seed(0)
+        ws = [torch.randn(16, device="cuda", requires_grad=True), torch.randn(3, 5, device="cuda", requires_grad=True)]
+        opt = cls(ws, lr=torch.tensor(0.5, device="cuda"), capturable=capturable, foreach=True, weight_decay=0.1)
+        for _ in range(10):
+            opt.zero_grad()
+            sum(w.pow(2).sum() for w in ws).backward()
+            opt.step()
+        return [w.detach() for w in ws], opt.state_dict()
+    (w1, s1), (w2, s2) = run(Adadelta), run(torch.optim.Adadelta)
+    assert all(torch.equal(a, b) for a, b in zip(w1, w2))
+    assert_same(s1, s2)

@@ -273,3 +273,71 @@ def test_share_memory():
     opt = Adagrad([w])
     opt.share_memory()
     assert opt.state[w]["sum"].is_shared()
+
+
+# --- foreach=True: the multi-tensor rule, against torch's multi-tensor path and our loop
+
+from optim_nb.adagrad import adagrad_update_foreach
+from optim_nb.core import small_model
+from optim_nb.sgd import foreach_vs_loop
+
+
+@settings(max_examples=20)
+@given(first=adagrad_options(), second=adagrad_options(), dtype=DTYPES,
+       lr=st.floats(1e-4, 0.5), lr_as_tensor=st.booleans(), tau=st.floats(0.0, 2.0))
+def test_foreach_bit_identical_to_torchs_foreach(first, second, dtype, lr, lr_as_tensor, tau):
+    lr = torch.tensor(lr) if lr_as_tensor else lr
+    assert_matches_torch(Adagrad, torch.optim.Adagrad, [first, {**second, "lr": 0.01}],
+                         dtype=dtype, lr=lr, initial_accumulator_value=tau, foreach=True)
+
+
+@settings(max_examples=10)
+@given(first=adagrad_options(), second=adagrad_options(), dtype=DTYPES, tau=st.floats(0.0, 2.0))
+def test_foreach_gives_the_loops_bits_and_state_layout(first, second, dtype, tau):
+    assert foreach_vs_loop(Adagrad, [first, second], dtype=dtype, lr=0.05, initial_accumulator_value=tau) == 0
+
+
+def test_foreach_is_the_path_taken_and_the_cpu_default_is_the_loop():
+    params = list(small_model().parameters())
+    for foreach, expected in [(True, "foreach"), (False, "loop"), (None, "loop")]:
+        opt = Adagrad(params, foreach=foreach)
+        assert opt.path(opt.param_groups[0], params) == expected
+    assert Adagrad.update_foreach is adagrad_update_foreach
+
+
+@pytest.mark.parametrize("lr_as_tensor", [False, True])
+def test_foreach_sparse_gradients_match_torchs_foreach(lr_as_tensor):
+    lr = torch.tensor(0.1) if lr_as_tensor else 0.1
+    ours = _sparse_run(Adagrad, lr=lr, lr_decay=0.1, foreach=True)
+    theirs = _sparse_run(torch.optim.Adagrad, lr=lr, lr_decay=0.1, foreach=True)
+    assert torch.equal(ours[0], theirs[0]) and torch.equal(ours[1], theirs[1])
+    assert_same(ours[2], theirs[2])
+
+
+def test_foreach_groups_by_dtype_and_handles_complex_as_torch():
+    def run(cls):
+        torch.manual_seed(0)
+        ps = [torch.randn(3, requires_grad=True), torch.randn(2, 2, dtype=torch.float64, requires_grad=True),
+              torch.randn(4, dtype=torch.complex64, requires_grad=True)]
+        opt = cls(ps, lr=0.1, weight_decay=0.05, lr_decay=0.1, initial_accumulator_value=0.3,
+                  maximize=True, foreach=True)
+        for _ in range(8):
+            opt.zero_grad()
+            sum((p.abs() ** 2 + p.real).sum().double() for p in ps).backward()
+            opt.step()
+        return [p.detach() for p in ps], opt.state_dict()
+    (p1, s1), (p2, s2) = run(Adagrad), run(torch.optim.Adagrad)
+    assert all(torch.equal(a, b) for a, b in zip(p1, p2))
+    assert_same(s1, s2)
+
+
+def test_foreach_with_differentiable_raises_torchs_error():
+    def error(cls):
+        w = torch.zeros(2, requires_grad=True)
+        w.grad = torch.ones(2)
+        opt = cls([w], foreach=True, differentiable=True)
+        with pytest.raises(Exception) as info:
+            opt.step()
+        assert w.eq(0).all()
+        return info.type, str(info.value)
+    assert error(Adagrad) == error(torch.optim.Adagrad) == (AssertionError, "_foreach ops don't support autograd")

@@ -247,3 +247,105 @@ def test_amsgrad_counterexample():
                 x.clamp_(-1.0, 1.0)
         return x.item()
     assert final_x(False) > 0.9 and final_x(True) < -0.9
+
+
+# --- foreach=True: the multi-tensor rule, against torch's multi-tensor path and our loop
+
+from optim_nb.adam import adam_update_foreach
+from optim_nb.core import small_model
+from optim_nb.sgd import foreach_vs_loop
+
+
+@settings(max_examples=25)
+@given(first=adam_options(), second=adam_options(), dtype=DTYPES, lr=st.floats(1e-4, 0.1),
+       beta1=BETA1, beta2=BETA2)
+def test_adam_foreach_bit_identical_to_torchs_foreach(first, second, dtype, lr, beta1, beta2):
+    assert_matches_torch(Adam, torch.optim.Adam, [first, {**second, "lr": 0.01}], dtype=dtype, lr=lr,
+                         betas=(beta1, beta2), foreach=True)
+
+
+@settings(max_examples=15)
+@given(first=adam_options(decoupled=False), second=adam_options(decoupled=False), dtype=DTYPES,
+       lr=st.floats(1e-4, 0.1))
+def test_adamw_foreach_bit_identical_to_torchs_foreach(first, second, dtype, lr):
+    assert_matches_torch(AdamW, torch.optim.AdamW, [first, {**second, "lr": 0.01}], dtype=dtype, lr=lr,
+                         foreach=True)
+
+
+@pytest.mark.parametrize("ours", [Adam, AdamW])
+@settings(max_examples=8)
+@given(first=adam_options(decoupled=False), second=adam_options(decoupled=False), dtype=DTYPES)
+def test_foreach_gives_the_loops_bits_and_state_layout(ours, first, second, dtype):
+    assert foreach_vs_loop(ours, [first, second], dtype=dtype, lr=0.01) == 0
+
+
+@pytest.mark.parametrize("ours", [Adam, AdamW])
+def test_foreach_is_the_path_taken_and_the_cpu_default_is_the_loop(ours):
+    params = list(small_model().parameters())
+    for foreach, expected in [(True, "foreach"), (False, "loop"), (None, "loop")]:
+        opt = ours(params, foreach=foreach)
+        assert opt.path(opt.param_groups[0], params) == expected
+    assert ours.update_foreach is adam_update_foreach
+
+
+@pytest.mark.parametrize("ours, theirs", PAIRS)
+@pytest.mark.parametrize("options", [dict(), dict(amsgrad=True, weight_decay=0.1, maximize=True)])
+def test_foreach_groups_by_dtype_and_handles_complex_as_torch(ours, theirs, options):
+    def run(cls):
+        torch.manual_seed(0)
+        ps = [torch.randn(3, requires_grad=True), torch.randn(2, 2, dtype=torch.float64, requires_grad=True),
+              torch.randn(4, dtype=torch.complex64, requires_grad=True)]
+        opt = cls(ps, lr=0.05, foreach=True, **options)
+        for _ in range(8):
+            opt.zero_grad()
+            sum((p.abs() ** 2 + p.real).sum().double() for p in ps).backward()
+            opt.step()
+        return [p.detach() for p in ps], opt.state_dict()
+    (p1, s1), (p2, s2) = run(ours), run(theirs)
+    assert all(torch.equal(a, b) for a, b in zip(p1, p2))
+    assert_same(s1, s2)
+
+
+@pytest.mark.parametrize("ours, theirs", PAIRS)
+@pytest.mark.parametrize("options", [dict(foreach=True, capturable=True), dict(foreach=True, differentiable=True),
+                                     dict(foreach=True, capturable=True, lr=torch.tensor(0.01)),
+                                     dict(foreach=True, capturable=True, betas=(T1, T2))])
+def test_foreach_refusals_at_the_first_step_are_torchs(ours, theirs, options):
+    make = lambda: torch.zeros(3, requires_grad=True)
+    ours_error = _first_step_error(ours, make(), **options)
+    assert ours_error == _first_step_error(theirs, make(), **options)
+
+
+@pytest.mark.parametrize("key, value", [("lr", torch.tensor(0.01)), ("betas", (T1, T2))])
+def test_foreach_rule_refuses_tensor_hyperparameters_without_capturable(key, value):
+    hyper = dict(lr=0.01, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
+                 decoupled_weight_decay=False, capturable=False, differentiable=False)
+    hyper[key] = value
+    p = torch.zeros(2)
+    state = {"step": torch.tensor(0.0), "exp_avg": torch.zeros(2), "exp_avg_sq": torch.zeros(2)}
+    with pytest.raises((RuntimeError, ValueError), match="not supported for capturable=False and foreach=True"):
+        adam_update_foreach([p], [torch.ones(2)], [state], **hyper)
+    assert state["step"] == 0 and p.eq(0).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("ours, theirs", PAIRS)
+@pytest.mark.parametrize("capturable, tensors", [(False, False), (True, False), (True, True)])
+def test_foreach_on_cuda_matches_torchs_foreach(ours, theirs, capturable, tensors):
+    options = dict(capturable=capturable)
+    if tensors:  # lr and betas as tensors on the device, as capturable allows
+        cuda = lambda x: torch.tensor(x, device="cuda")
+        options.update(lr=cuda(0.01), betas=(cuda(0.9), cuda(0.999)), amsgrad=True)
+
+    def run(cls):
+        torch.manual_seed(0)
+        ws = [torch.randn(16, device="cuda", requires_grad=True), torch.randn(3, 5, device="cuda", requires_grad=True)]
+        opt = cls(ws, foreach=True, weight_decay=0.1, **options)
+        for _ in range(10):
+            opt.zero_grad()
+            sum(w.pow(2).sum() for w in ws).backward()
+            opt.step()
+        return [w.detach() for w in ws], opt.state_dict()
+    (w1, s1), (w2, s2) = run(ours), run(theirs)
+    assert all(torch.equal(a, b) for a, b in zip(w1, w2))
+    assert_same(s1, s2)

@@ -48,7 +48,7 @@ def test_eps_inside_the_root_is_not_torch():
     """TensorFlow's √(v + ε) instead of torch's √v + ε must be caught."""
     class EpsInside(RMSprop):
         @staticmethod
-        def update(param, grad, state, *, lr, alpha, eps, weight_decay, momentum, centered):
+        def update(param, grad, state, *, lr, alpha, eps, weight_decay, momentum, centered, capturable=False):
             state["step"] += 1
             square_avg = state["square_avg"]
             square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)
@@ -244,4 +244,96 @@ def test_a_checkpoint_from_an_older_torch_loads_as_in_torch(momentum, centered):
         return model.weight.detach(), opt.state_dict()
     (w1, s1), (w2, s2) = run(RMSprop), run(torch.optim.RMSprop)
     assert torch.equal(w1, w2)
+    assert_same(s1, s2)
+
+
+# --- foreach=True: the multi-tensor rule, against torch's multi-tensor path and our loop
+
+from hypothesis import settings
+
+from optim_nb.core import small_model
+from optim_nb.rmsprop import rmsprop_update_foreach
+from optim_nb.sgd import foreach_vs_loop
+
+
+@settings(max_examples=25)
+@given(first=rmsprop_options(), second=rmsprop_options(), dtype=DTYPES,
+       lr=st.floats(1e-4, 0.1), lr_as_tensor=st.booleans())
+def test_foreach_bit_identical_to_torchs_foreach(first, second, dtype, lr, lr_as_tensor):
+    lr = torch.tensor(lr) if lr_as_tensor else lr
+    assert_matches_torch(RMSprop, torch.optim.RMSprop, [first, {**second, "lr": 0.005}],
+                         dtype=dtype, lr=lr, foreach=True)
+
+
+@settings(max_examples=10)
+@given(first=rmsprop_options(), second=rmsprop_options(), dtype=DTYPES)
+def test_foreach_gives_the_loops_bits_and_state_layout(first, second, dtype):
+    assert foreach_vs_loop(RMSprop, [first, second], dtype=dtype, lr=0.01) == 0
+
+
+def test_foreach_is_the_path_taken_and_the_cpu_default_is_the_loop():
+    params = list(small_model().parameters())
+    for foreach, expected in [(True, "foreach"), (False, "loop"), (None, "loop")]:
+        opt = RMSprop(params, foreach=foreach)
+        assert opt.path(opt.param_groups[0], params) == expected
+    assert RMSprop.update_foreach is rmsprop_update_foreach
+
+
+@pytest.mark.parametrize("options", [dict(lr=0.01), dict(lr=torch.tensor(0.01), momentum=0.9, centered=True,
+                                                          weight_decay=0.1, maximize=True)])
+def test_foreach_groups_by_dtype_and_handles_complex_as_torch(options):
+    def run(cls):
+        torch.manual_seed(0)
+        ps = [torch.randn(3, requires_grad=True), torch.randn(2, 2, dtype=torch.float64, requires_grad=True),
+              torch.randn(4, dtype=torch.complex64, requires_grad=True)]
+        opt = cls(ps, foreach=True, **options)
+        for _ in range(8):
+            opt.zero_grad()
+            sum((p.abs() ** 2 + p.real).sum().double() for p in ps).backward()
+            opt.step()
+        return [p.detach() for p in ps], opt.state_dict()
+    (p1, s1), (p2, s2) = run(RMSprop), run(torch.optim.RMSprop)
+    assert all(torch.equal(a, b) for a, b in zip(p1, p2))
+    assert_same(s1, s2)
+
+
+def test_foreach_does_not_modify_grad():
+    def grads(cls):
+        model = small_model()
+        opt = cls(model.parameters(), lr=0.01, momentum=0.9, centered=True, foreach=True)
+        for p in model.parameters():
+            p.grad = torch.ones_like(p)
+        opt.step()
+        return [p.grad for p in model.parameters()]
+    assert all(g.eq(1).all() for g in grads(RMSprop))
+
+
+@pytest.mark.parametrize("lr_as_tensor", [False, True])
+def test_foreach_capturable_on_the_cpu_raises_torchs_error(lr_as_tensor):
+    def error(cls):
+        w = torch.zeros(2, requires_grad=True)
+        w.grad = torch.ones(2)
+        lr = torch.tensor(0.01) if lr_as_tensor else 0.01
+        with pytest.raises(Exception) as info:
+            cls([w], lr=lr, foreach=True, capturable=True).step()
+        return info.type, str(info.value)
+    assert error(RMSprop) == error(torch.optim.RMSprop)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("capturable", [False, True])
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_foreach_on_cuda_matches_torchs_foreach(capturable, momentum):
+    def run(cls):
+        torch.manual_seed(0)
+        ws = [torch.randn(16, device="cuda", requires_grad=True), torch.randn(3, 5, device="cuda", requires_grad=True)]
+        opt = cls(ws, lr=torch.tensor(0.01, device="cuda"), capturable=capturable, foreach=True,
+                  momentum=momentum, centered=True)
+        for _ in range(10):
+            opt.zero_grad()
+            sum(w.pow(2).sum() for w in ws).backward()
+            opt.step()
+        return [w.detach() for w in ws], opt.state_dict()
+    (w1, s1), (w2, s2) = run(RMSprop), run(torch.optim.RMSprop)
+    assert all(torch.equal(a, b) for a, b in zip(w1, w2))
     assert_same(s1, s2)

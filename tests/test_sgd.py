@@ -136,3 +136,111 @@ def test_differentiable_step_gives_torchs_gradient():
 def test_no_state_without_momentum():
     model, opt = train(lambda m: SGD(m.parameters(), lr=0.1))
     assert opt.state_dict()["state"] == {}
+
+
+# --- foreach=True: the multi-tensor rule, against torch's multi-tensor path and our loop
+
+from hypothesis import settings
+
+from optim_nb.sgd import foreach_vs_loop, sgd_update_foreach, ulps
+from optim_nb.core import assert_same, small_model
+
+
+@settings(max_examples=25)
+@given(first=sgd_options(), second=sgd_options(), dtype=DTYPES,
+       lr=st.floats(1e-4, 0.1), lr_as_tensor=st.booleans())
+def test_foreach_bit_identical_to_torchs_foreach(first, second, dtype, lr, lr_as_tensor):
+    lr = torch.tensor(lr) if lr_as_tensor else lr
+    assert_matches_torch(SGD, torch.optim.SGD, [first, {**second, "lr": 0.01}], dtype=dtype, lr=lr,
+                         foreach=True)
+
+
+@settings(max_examples=10)
+@given(first=sgd_options(), second=sgd_options(), dtype=DTYPES)
+def test_foreach_gives_the_loops_bits_and_state_layout(first, second, dtype):
+    assert foreach_vs_loop(SGD, [first, second], dtype=dtype, lr=0.05) == 0
+
+
+def test_foreach_is_the_path_taken_and_the_cpu_default_is_the_loop():
+    params = list(small_model().parameters())
+    for foreach, expected in [(True, "foreach"), (False, "loop"), (None, "loop")]:
+        opt = SGD(params, foreach=foreach)
+        assert opt.path(opt.param_groups[0], params) == expected
+    assert SGD.update_foreach is sgd_update_foreach
+
+
+def _mixed_run(cls, steps=8, **options):
+    "One group holding float32, float64 and complex64 tensors: foreach groups them by dtype."
+    torch.manual_seed(0)
+    ps = [torch.randn(3, requires_grad=True), torch.randn(2, 2, dtype=torch.float64, requires_grad=True),
+          torch.randn(4, dtype=torch.complex64, requires_grad=True)]
+    opt = cls(ps, foreach=True, **options)
+    for _ in range(steps):
+        opt.zero_grad()
+        sum((p.abs() ** 2 + p.real).sum().double() for p in ps).backward()
+        opt.step()
+    return [p.detach() for p in ps], opt.state_dict()
+
+
+@pytest.mark.parametrize("options", [dict(lr=0.1), dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.1),
+                                     dict(lr=torch.tensor(0.1), momentum=0.5, dampening=0.3, maximize=True)])
+def test_foreach_groups_by_dtype_and_handles_complex_as_torch(options):
+    (p1, s1), (p2, s2) = _mixed_run(SGD, **options), _mixed_run(torch.optim.SGD, **options)
+    assert all(torch.equal(a, b) for a, b in zip(p1, p2))
+    assert_same(s1, s2)
+
+
+@pytest.mark.parametrize("options", [dict(), dict(momentum=0.9)])
+def test_foreach_with_sparse_gradients_matches_torch(options):
+    def run(cls):
+        torch.manual_seed(0)
+        emb, lin = torch.nn.Embedding(6, 3, sparse=True), torch.nn.Linear(3, 1)
+        opt = cls([*emb.parameters(), *lin.parameters()], lr=0.1, foreach=True, **options)
+        for i in range(5):
+            opt.zero_grad()
+            lin(emb(torch.tensor([i % 6, 2]))).sum().backward()
+            opt.step()
+        return emb.weight.detach(), lin.weight.detach()
+    for a, b in zip(run(SGD), run(torch.optim.SGD)):
+        assert torch.equal(a, b)
+
+
+def test_nesterov_foreach_writes_into_grad_as_torch_does():
+    def grads(cls):
+        model, _ = train(lambda m: cls(m.parameters(), lr=0.1, momentum=0.9, nesterov=True, foreach=True), steps=3)
+        return [p.grad.clone() for p in model.parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(grads(SGD), grads(torch.optim.SGD)))
+
+
+def test_ulps_counts_representable_numbers():
+    one = torch.tensor(1.0)
+    up = torch.nextafter(one, torch.tensor(2.0))
+    assert ulps(one, one) == 0 and ulps(one, up) == 1 and ulps(up, one) == 1
+    assert ulps(torch.tensor(0.0), torch.tensor(-0.0)) == 0
+    tiny = torch.nextafter(torch.tensor(0.0), one)
+    assert ulps(-tiny, tiny) == 2
+    d = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    assert ulps(d, torch.nextafter(torch.nextafter(d, d + 1), d + 1)) == 2
+    z = torch.tensor([1 + 1j])
+    assert ulps(z, torch.complex(torch.tensor([1.0]), torch.nextafter(torch.tensor([1.0]), torch.tensor([2.0])))) == 1
+
+
+def test_foreach_vs_loop_can_fail():
+    def off_by_an_ulp(params, grads, states, *, lr, **kw):
+        sgd_update_foreach(params, grads, states, lr=lr * (1 + 2 ** -20), **kw)
+
+    class Slightly(SGD):
+        update_foreach = staticmethod(off_by_an_ulp)
+
+    assert foreach_vs_loop(Slightly, [{}, {}], lr=0.1) > 0
+
+    def extra_state(params, grads, states, **kw):
+        sgd_update_foreach(params, grads, states, **kw)
+        for s in states:
+            s["extra"] = torch.zeros(())
+
+    class Layout(SGD):
+        update_foreach = staticmethod(extra_state)
+
+    with pytest.raises(AssertionError, match="state"):
+        foreach_vs_loop(Layout, [{}, {}], lr=0.1)
