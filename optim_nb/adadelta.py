@@ -8,7 +8,7 @@ __all__ = ['adadelta_update', 'adadelta_update_foreach', 'Adadelta']
 # %% ../chapters/04_adadelta.ipynb #c002
 import torch
 from torch import Tensor
-from .core import Optimizer, as_scalar, check_at_least, check_lr, require, zero_step, check_capturable
+from .core import Optimizer, as_scalar, check_at_least, check_lr, require, zero_step, check_capturable, count_steps_
 from torch.optim.optimizer import _view_as_real
 
 # %% ../chapters/04_adadelta.ipynb #c005
@@ -41,10 +41,7 @@ def adadelta_update_foreach(params: list, grads: list, states: list, *, lr, rho,
     for (ps, gs, vs, us, ts), _ in Optimizer._group_tensors_by_device_and_dtype(lists).values():
         ps, gs, vs, us = map(list, (ps, gs, vs, us))
         _view_as_real(ps, gs, vs, us)
-        if not torch.compiler.is_compiling() and ts[0].is_cpu:
-            torch._foreach_add_(ts, torch.tensor(1.0, device="cpu"), alpha=1.0)  # t ← t + 1
-        else:
-            torch._foreach_add_(ts, 1)
+        count_steps_(ts)                                             # t ← t + 1
         if weight_decay != 0:
             gs = torch._foreach_add(gs, ps, alpha=weight_decay)
         torch._foreach_mul_(vs, rho)

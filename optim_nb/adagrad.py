@@ -8,7 +8,7 @@ __all__ = ['adagrad_update', 'adagrad_update_foreach', 'Adagrad']
 # %% ../chapters/02_adagrad.ipynb #c002
 import torch
 from torch import Tensor
-from .core import Optimizer, add_l2, as_scalar, check_at_least, check_lr, zero_step, check_fused
+from .core import Optimizer, add_l2, as_scalar, check_at_least, check_lr, zero_step, check_fused, count_steps_
 from torch.optim.optimizer import _get_value, _view_as_real
 
 # %% ../chapters/02_adagrad.ipynb #c005
@@ -57,10 +57,7 @@ def adagrad_update_foreach(params: list, grads: list, states: list, *, lr, lr_de
             continue
         ps, gs, ss = list(ps), list(gs), list(ss)
         _view_as_real(ps, gs, ss)  # complex tensors as real views, in place in these lists
-        if not torch.compiler.is_compiling() and ts[0].is_cpu:
-            torch._foreach_add_(ts, torch.tensor(1.0, device="cpu"), alpha=1.0)  # t ← t + 1
-        else:
-            torch._foreach_add_(ts, 1)
+        count_steps_(ts)                                             # t ← t + 1
         if weight_decay != 0:
             gs = torch._foreach_add(gs, ps, alpha=weight_decay)
         t64 = [t.to(torch.float64) if torch.compiler.is_compiling() else _get_value(t) for t in ts]

@@ -10,7 +10,7 @@ __all__ = ['adam_weight_decay', 'adam_moments', 'amsgrad_max', 'adam_step', 'ada
 # %% ../chapters/05_adam.ipynb #c002
 import torch
 from torch import Tensor
-from .core import Optimizer, add_l2, as_scalar, check_at_least, check_lr, require, zero_step, check_capturable, check_fused
+from .core import Optimizer, add_l2, as_scalar, check_at_least, check_lr, require, zero_step, check_capturable, check_fused, count_steps_
 from torch.optim.optimizer import _get_value, _view_as_real
 
 # %% ../chapters/05_adam.ipynb #c019
@@ -124,10 +124,7 @@ def adam_update_foreach(params: list, grads: list, states: list, *, lr, betas, e
             beta1_on[ps[0].device] = beta1.to(device=ps[0].device, non_blocking=True)
         b1 = beta1_on[ps[0].device] if beta1_on else beta1
         _view_as_real(ps, gs, ms, vs, *([us] if amsgrad else []))
-        if not torch.compiler.is_compiling() and ts[0].is_cpu:
-            torch._foreach_add_(ts, torch.tensor(1.0, device="cpu"), alpha=1.0)  # t ← t + 1
-        else:
-            torch._foreach_add_(ts, 1)
+        count_steps_(ts)                                             # t ← t + 1
         if weight_decay != 0:
             if decoupled_weight_decay:
                 torch._foreach_mul_(ps, 1 - lr * weight_decay)       # θ ← (1 - γλ)θ

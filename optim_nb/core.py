@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['FLAGS', 'FUSED_MIN_NUMEL', 'require', 'check_lr', 'check_at_least', 'as_scalar', 'add_l2', 'scalar_dtype',
-           'zero_step', 'check_capturable', 'check_fused', 'compiled_rule', 'flat_view', 'Optimizer', 'small_model',
-           'train', 'assert_same', 'assert_matches_torch']
+           'zero_step', 'count_steps_', 'check_capturable', 'check_fused', 'compiled_rule', 'flat_view', 'Optimizer',
+           'small_model', 'train', 'assert_same', 'layer_groups', 'assert_matches_torch', 'ulps', 'foreach_vs_loop']
 
 # %% ../chapters/00_generic_rule.ipynb #c011
 import inspect
@@ -56,6 +56,14 @@ def zero_step(param: Tensor, group: dict) -> Tensor:
     return torch.tensor(0.0, dtype=scalar_dtype())
 
 # %% ../chapters/00_generic_rule.ipynb #c022
+def count_steps_(steps: list):
+    "t ← t + 1 for every step counter in `steps`, in place."
+    if not torch.compiler.is_compiling() and steps[0].is_cpu:
+        torch._foreach_add_(steps, torch.tensor(1.0, device="cpu"), alpha=1.0)
+    else:
+        torch._foreach_add_(steps, 1)
+
+# %% ../chapters/00_generic_rule.ipynb #c025
 from torch.optim.optimizer import _default_to_fused_or_foreach, _get_capturable_supported_devices
 from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
 
@@ -74,7 +82,7 @@ def check_fused(param: Tensor):
         raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of "
                            f"supported devices: {devices} but {param.dtype} and {param.device.type}")
 
-# %% ../chapters/00_generic_rule.ipynb #c025
+# %% ../chapters/00_generic_rule.ipynb #c028
 # tensors with fewer elements take the eager multi-tensor rule on the fused path (chapter 8)
 FUSED_MIN_NUMEL = 1 << 16
 _compiled_rules: dict = {}
@@ -96,7 +104,7 @@ def flat_view(t, like: Tensor):
         return t.view(-1)
     return t
 
-# %% ../chapters/00_generic_rule.ipynb #c027
+# %% ../chapters/00_generic_rule.ipynb #c030
 class Optimizer(torch.optim.Optimizer):
     """The generic rule Δθ = -ε·s/r on top of `torch.optim.Optimizer`.
 
@@ -281,7 +289,7 @@ class Optimizer(torch.optim.Optimizer):
             if state:
                 self.state[p] = state
 
-# %% ../chapters/00_generic_rule.ipynb #c040
+# %% ../chapters/00_generic_rule.ipynb #c043
 def small_model(dtype=torch.float32, seed: int = 0) -> torch.nn.Module:
     "A 4-8-2 tanh network, seeded, in `dtype`: two Linear layers for two parameter groups."
     torch.manual_seed(seed)
@@ -300,7 +308,7 @@ def train(make_optimizer, dtype=torch.float32, steps: int = 20, seed: int = 0):
         opt.step()
     return model, opt
 
-# %% ../chapters/00_generic_rule.ipynb #c041
+# %% ../chapters/00_generic_rule.ipynb #c044
 def assert_same(a, b, where="state"):
     "Recursively require equality; tensors with `torch.equal` (same dtype, shape and bits)."
     if isinstance(a, Tensor) or isinstance(b, Tensor):
@@ -317,6 +325,11 @@ def assert_same(a, b, where="state"):
     else:
         assert a == b, f"{where}: {a!r} != {b!r}"
 
+def layer_groups(model: torch.nn.Module, groups: list) -> list:
+    "One parameter group per Linear layer of `model`, with the options in `groups`."
+    layers = [m for m in model if isinstance(m, torch.nn.Linear)]
+    return [{"params": layer.parameters(), **g} for layer, g in zip(layers, groups)]
+
 def assert_matches_torch(ours, theirs, groups, dtype=torch.float32, steps: int = 20, **defaults):
     """Train with `ours` and `theirs` (optimizer classes) and require bit-identical results.
 
@@ -324,13 +337,42 @@ def assert_matches_torch(ours, theirs, groups, dtype=torch.float32, steps: int =
     comparison covers the parameters and the whole `state_dict()`, step counts included.
     """
     def make(cls):
-        def make_optimizer(model):
-            layers = [m for m in model if isinstance(m, torch.nn.Linear)]
-            params = [{"params": l.parameters(), **g} for l, g in zip(layers, groups)]
-            return cls(params, **defaults)
-        return make_optimizer
+        return lambda model: cls(layer_groups(model, groups), **defaults)
     m1, o1 = train(make(ours), dtype, steps)
     m2, o2 = train(make(theirs), dtype, steps)
     for (name, p), q in zip(m1.named_parameters(), m2.parameters()):
         assert torch.equal(p, q), f"{name}: max |diff| {(p - q).abs().max().item():.3e}"
     assert_same(o1.state_dict(), o2.state_dict())
+
+# %% ../chapters/00_generic_rule.ipynb #c048
+_BITS = {torch.float64: torch.int64, torch.float32: torch.int32,
+         torch.float16: torch.int16, torch.bfloat16: torch.int16}
+
+def ulps(a: Tensor, b: Tensor) -> int:
+    "The largest distance between `a` and `b` in units in the last place of their dtype (0: same bits)."
+    if a.is_complex():
+        a, b = torch.view_as_real(a), torch.view_as_real(b)
+    if not a.is_floating_point():
+        return int((a != b).sum())
+    bits = _BITS[a.dtype]
+    def ordered(x):  # sign and magnitude bits -> integers in the order of the floats
+        i = x.detach().contiguous().view(bits).to(torch.int64)
+        return torch.where(i < 0, torch.iinfo(bits).min - i, i)
+    return int((ordered(a) - ordered(b)).abs().max()) if a.numel() else 0
+
+def foreach_vs_loop(cls, groups: list, dtype=torch.float32, steps: int = 20, **defaults) -> int:
+    """Train `small_model` with `cls(..., foreach=False)` and `foreach=True`; require the same state
+    layout and return the largest difference in ulps over parameters and state."""
+    def make(foreach):
+        return lambda model: cls(layer_groups(model, groups), foreach=foreach, **defaults)
+    (m1, o1), (m2, o2) = train(make(False), dtype, steps), train(make(True), dtype, steps)
+    worst = max(ulps(p, q) for p, q in zip(m1.parameters(), m2.parameters()))
+    s1, s2 = o1.state_dict()["state"], o2.state_dict()["state"]
+    assert s1.keys() == s2.keys(), f"state entries: {list(s1)} vs {list(s2)}"
+    for k in s1:
+        assert s1[k].keys() == s2[k].keys(), f"state {k}: {list(s1[k])} vs {list(s2[k])}"
+        for name, a in s1[k].items():
+            b = s2[k][name]
+            assert (a.dtype, a.shape, a.device) == (b.dtype, b.shape, b.device), f"state {k} {name}"
+            worst = max(worst, ulps(a, b))
+    return worst

@@ -8,7 +8,7 @@ __all__ = ['rmsprop_init_state', 'rmsprop_update', 'rmsprop_update_foreach', 'RM
 # %% ../chapters/03_rmsprop.ipynb #c002
 import torch
 from torch import Tensor
-from .core import Optimizer, as_scalar, check_at_least, check_capturable, check_lr, zero_step
+from .core import Optimizer, as_scalar, check_at_least, check_capturable, check_lr, zero_step, count_steps_
 from torch.optim.optimizer import _view_as_real
 
 # %% ../chapters/03_rmsprop.ipynb #c010
@@ -57,10 +57,7 @@ def rmsprop_update_foreach(params: list, grads: list, states: list, *, lr, alpha
     for (ps, gs, vs, ms, bs, ts), _ in Optimizer._group_tensors_by_device_and_dtype(lists).values():
         ps, gs, vs, ms, bs = map(list, (ps, gs, vs, ms, bs))
         _view_as_real(ps, gs, vs, *([bs] if momentum > 0 else []), *([ms] if centered else []))
-        if not torch.compiler.is_compiling() and ts[0].is_cpu:
-            torch._foreach_add_(ts, torch.tensor(1.0, device="cpu"), alpha=1.0)  # t ← t + 1
-        else:
-            torch._foreach_add_(ts, 1)
+        count_steps_(ts)                                             # t ← t + 1
         if weight_decay != 0:
             gs = torch._foreach_add(gs, ps, alpha=weight_decay)
         torch._foreach_mul_(vs, alpha)

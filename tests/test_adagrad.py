@@ -279,7 +279,7 @@ def test_share_memory():
 
 from optim_nb.adagrad import adagrad_update_foreach
 from optim_nb.core import small_model
-from optim_nb.sgd import foreach_vs_loop
+from optim_nb.core import foreach_vs_loop
 
 
 @settings(max_examples=20)

@@ -253,7 +253,7 @@ def test_amsgrad_counterexample():
 
 from optim_nb.adam import adam_update_foreach
 from optim_nb.core import small_model
-from optim_nb.sgd import foreach_vs_loop
+from optim_nb.core import foreach_vs_loop
 
 
 @settings(max_examples=25)

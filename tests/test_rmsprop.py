@@ -253,7 +253,7 @@ from hypothesis import settings
 
 from optim_nb.core import small_model
 from optim_nb.rmsprop import rmsprop_update_foreach
-from optim_nb.sgd import foreach_vs_loop
+from optim_nb.core import foreach_vs_loop
 
 
 @settings(max_examples=25)

@@ -142,7 +142,8 @@ def test_no_state_without_momentum():
 
 from hypothesis import settings
 
-from optim_nb.sgd import foreach_vs_loop, sgd_update_foreach, ulps
+from optim_nb.core import foreach_vs_loop, ulps
+from optim_nb.sgd import sgd_update_foreach
 from optim_nb.core import assert_same, small_model
 
 
