@@ -5,7 +5,6 @@ __all__ = ['STATE', 'FUSED_ULPS', 'bytes_per_element', 'seconds', 'copy_bandwidt
            'compiled_graphs', 'fused_vs_loop', 'step_seconds', 'timed_optimizer']
 
 # %% ../chapters/08_speed.ipynb #c002
-import statistics
 import torch
 import torch.utils.benchmark as tb
 from torch import Tensor

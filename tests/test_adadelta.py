@@ -151,29 +151,6 @@ def test_complex_parameters_match_torch(weight_decay):
         assert s1[key].dtype == s2[key].dtype and torch.equal(s1[key], s2[key])
 
 
-def test_closure_and_scheduler_match_torch():
-    def run(cls):
-        model = torch.nn.Linear(3, 1, dtype=torch.float64)
-        torch.manual_seed(0)
-        with torch.no_grad():
-            model.weight.normal_(); model.bias.zero_()
-        opt = cls(model.parameters(), lr=1.0, weight_decay=1e-3)
-        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=3, gamma=0.7)
-        x = torch.linspace(-1, 1, 24, dtype=torch.float64).reshape(8, 3)
-        losses = []
-        for _ in range(15):
-            def closure():
-                opt.zero_grad()
-                loss = model(x).pow(2).mean()
-                loss.backward()
-                return loss
-            losses.append(opt.step(closure))
-            sched.step()
-        return torch.stack(losses), model.weight.detach()
-    (l1, w1), (l2, w2) = run(Adadelta), run(torch.optim.Adadelta)
-    assert torch.equal(l1, l2) and torch.equal(w1, w2)
-
-
 def test_checkpoint_round_trips_through_torch():
     model, ours = train(lambda m: Adadelta(m.parameters(), lr=0.5, rho=0.8), steps=5)
     theirs = torch.optim.Adadelta(model.parameters(), lr=0.5, rho=0.8)

@@ -139,29 +139,6 @@ def test_checkpoints_are_interchangeable():
     assert_same(s1, s3); assert_same(s2, s3)
 
 
-def test_closure_and_scheduler_match_torch():
-    def run(cls):
-        model = torch.nn.Linear(3, 1, dtype=torch.float64)
-        torch.manual_seed(0)
-        with torch.no_grad():
-            model.weight.normal_(); model.bias.zero_()
-        opt = cls(model.parameters(), lr=0.1, lr_decay=0.01, initial_accumulator_value=0.1)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.2, total_steps=15, cycle_momentum=False)
-        x = torch.linspace(-1, 1, 24, dtype=torch.float64).reshape(8, 3)
-        losses = []
-        for _ in range(15):
-            def closure():
-                opt.zero_grad()
-                loss = (model(x) - 1).pow(2).mean()
-                loss.backward()
-                return loss
-            losses.append(opt.step(closure))
-            sched.step()
-        return torch.stack(losses), model.weight.detach()
-    (l1, w1), (l2, w2) = run(Adagrad), run(torch.optim.Adagrad)
-    assert torch.equal(l1, l2) and torch.equal(w1, w2)
-
-
 def _sparse_run(cls, dtype=torch.float32, steps=10, **options):
     torch.manual_seed(0)
     emb = torch.nn.Embedding(12, 4, sparse=True).to(dtype)

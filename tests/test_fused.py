@@ -54,7 +54,7 @@ def test_state_tensors_are_updated_in_place():
     p.grad = torch.ones_like(p)
     opt.step()
     buf = opt.state[p]["momentum_buffer"]
-    before = graphs = None
+    graphs = None
     for k in range(4):
         opt.param_groups[0]["lr"] = 0.1 / (k + 1)
         p.grad = torch.ones_like(p)

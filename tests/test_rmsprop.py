@@ -175,29 +175,6 @@ def test_complex_parameters_match_torch(options):
     assert_same(s1, s2)
 
 
-def test_closure_and_scheduler_match_torch():
-    def run(cls):
-        model = torch.nn.Linear(3, 1, dtype=torch.float64)
-        torch.manual_seed(0)
-        with torch.no_grad():
-            model.weight.normal_(); model.bias.zero_()
-        opt = cls(model.parameters(), lr=0.01, momentum=0.5, centered=True)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=15)
-        x = torch.linspace(-1, 1, 24, dtype=torch.float64).reshape(8, 3)
-        losses = []
-        for _ in range(15):
-            def closure():
-                opt.zero_grad()
-                loss = model(x).pow(2).mean()
-                loss.backward()
-                return loss
-            losses.append(opt.step(closure))
-            sched.step()
-        return torch.stack(losses), model.weight.detach()
-    (l1, w1), (l2, w2) = run(RMSprop), run(torch.optim.RMSprop)
-    assert torch.equal(l1, l2) and torch.equal(w1, w2)
-
-
 @pytest.mark.parametrize("options", [{}, dict(momentum=0.9, weight_decay=0.1)])
 def test_differentiable_step_gives_torchs_gradient(options):
     def grad_wrt_start(cls):

@@ -82,29 +82,6 @@ def test_a_bad_param_group_is_not_added():
     assert len(opt.param_groups) == 1
 
 
-def test_closure_and_scheduler_match_torch():
-    def run(cls):
-        model = torch.nn.Linear(3, 1, dtype=torch.float64)
-        torch.manual_seed(0)
-        with torch.no_grad():
-            model.weight.normal_(); model.bias.zero_()
-        opt = cls(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.2, total_steps=15)
-        x = torch.linspace(-1, 1, 24, dtype=torch.float64).reshape(8, 3)
-        losses = []
-        for _ in range(15):
-            def closure():
-                opt.zero_grad()
-                loss = model(x).pow(2).mean()
-                loss.backward()
-                return loss
-            losses.append(opt.step(closure))
-            sched.step()
-        return torch.stack(losses), model.weight.detach()
-    (l1, w1), (l2, w2) = run(SGD), run(torch.optim.SGD)
-    assert torch.equal(l1, l2) and torch.equal(w1, w2)
-
-
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
 def test_sparse_gradients_match_torch(momentum):
     def run(cls):
