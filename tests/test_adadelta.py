@@ -56,18 +56,20 @@ def _params(cls):
     return [(p.name, p.kind, p.default) for p in inspect.signature(cls).parameters.values()]
 
 
-def test_signature_and_defaults_are_torchs():
-    assert _params(Adadelta) == _params(torch.optim.Adadelta)
-    w = [torch.zeros(1, requires_grad=True)]
-    assert Adadelta(w).defaults == torch.optim.Adadelta(w).defaults
+def test_signature_and_defaults_are_torchs_then_our_fused():
+    assert _params(Adadelta)[:-1] == _params(torch.optim.Adadelta)
+    assert _params(Adadelta)[-1] == ("fused", inspect.Parameter.KEYWORD_ONLY, None)
     assert "fused" not in inspect.signature(torch.optim.Adadelta).parameters
+    w = [torch.zeros(1, requires_grad=True)]
+    assert Adadelta(w).defaults == torch.optim.Adadelta(w).defaults  # no `fused` key unless asked for
+    assert Adadelta(w, fused=True).param_groups[0]["fused"] is True
 
 
 BAD = [
     dict(lr=-1e-3), dict(lr=torch.tensor(-1.0)), dict(lr=torch.tensor([0.1, 0.2])),
     dict(lr=float("nan")), dict(rho=-0.1), dict(rho=1.0 + 1e-9), dict(rho=float("nan")),
     dict(eps=-1e-8), dict(eps=float("nan")), dict(weight_decay=-1e-5),
-    dict(weight_decay=float("nan")), dict(fused=True), dict(fused=False), dict(betas=(0.9, 0.99)),
+    dict(weight_decay=float("nan")), dict(betas=(0.9, 0.99)),
 ]
 
 

@@ -61,18 +61,20 @@ def _params(cls):
     return [(p.name, p.kind, p.default) for p in inspect.signature(cls).parameters.values()]
 
 
-def test_signature_and_defaults_are_torchs():
-    assert _params(RMSprop) == _params(torch.optim.RMSprop)
+def test_signature_and_defaults_are_torchs_then_our_fused():
+    assert _params(RMSprop)[:-1] == _params(torch.optim.RMSprop)
+    assert _params(RMSprop)[-1] == ("fused", inspect.Parameter.POSITIONAL_OR_KEYWORD, None)
+    assert "fused" not in inspect.signature(torch.optim.RMSprop).parameters
     w = [torch.zeros(1, requires_grad=True)]
-    assert RMSprop(w).defaults == torch.optim.RMSprop(w).defaults
-    assert "fused" not in inspect.signature(RMSprop).parameters
+    assert RMSprop(w).defaults == torch.optim.RMSprop(w).defaults  # no `fused` key unless asked for
+    assert RMSprop(w, fused=True).param_groups[0]["fused"] is True
 
 
 BAD = [
     dict(lr=-1e-3), dict(lr=float("nan")), dict(lr=torch.tensor(-1.0)), dict(lr=torch.tensor([0.1, 0.2])),
     dict(eps=-1e-8), dict(momentum=-0.1), dict(weight_decay=-1e-5), dict(alpha=-0.5),
     dict(alpha=float("nan")), dict(lr=-1, eps=-1, alpha=-1),  # the first failing check wins
-    dict(fused=True), dict(nesterov=True),
+    dict(nesterov=True),
 ]
 
 
