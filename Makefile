@@ -1,6 +1,8 @@
 # Two entry points, each doing all of its own set-up in .venv (see README "Quick start").
 PY := .venv/bin/python
 STAMP := .venv/.installed
+# the venv's tools (ninja, for the fused kernels' first build) before the system's
+export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
 .PHONY: book test export clean
 

@@ -74,6 +74,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                   'optim_nb.rmsprop.RMSprop.__init__': ('rmsprop.html#rmsprop.__init__', 'optim_nb/rmsprop.py'),
                                   'optim_nb.rmsprop.RMSprop.check_grad': ('rmsprop.html#rmsprop.check_grad', 'optim_nb/rmsprop.py'),
                                   'optim_nb.rmsprop.RMSprop.validate': ('rmsprop.html#rmsprop.validate', 'optim_nb/rmsprop.py'),
+                                  'optim_nb.rmsprop._same': ('rmsprop.html#_same', 'optim_nb/rmsprop.py'),
                                   'optim_nb.rmsprop.rmsprop_init_state': ('rmsprop.html#rmsprop_init_state', 'optim_nb/rmsprop.py'),
                                   'optim_nb.rmsprop.rmsprop_update': ('rmsprop.html#rmsprop_update', 'optim_nb/rmsprop.py'),
                                   'optim_nb.rmsprop.rmsprop_update_foreach': ('rmsprop.html#rmsprop_update_foreach', 'optim_nb/rmsprop.py'),

@@ -175,7 +175,7 @@ ADAM_CPP = r"""
 namespace {
 // elements [begin, end) of m ← lerp(m, g, 1-β₁), v ← β₂v + (1-β₂)g², u ← max(u, v) (amsgrad, else
 // u = v), θ ← θ - γ/(1-β₁ᵗ)·m/(√u/√(1-β₂ᵗ) + ε); weight decay as L2 or decoupled
-template <bool AMSGRAD, typename T>
+template <bool AMSGRAD, bool L2, typename T>
 void adam_chunk(T* __restrict__ p, const T* __restrict__ g, T* __restrict__ exp_avg,
                 T* __restrict__ exp_avg_sq, T* __restrict__ max_exp_avg_sq, int64_t begin,
                 int64_t end, double step_size, double bias_correction2_sqrt, double beta1,
@@ -184,18 +184,18 @@ void adam_chunk(T* __restrict__ p, const T* __restrict__ g, T* __restrict__ exp_
   using opmath = at::opmath_type<T>;  // float for float16 and bfloat16
   const opmath size = step_size, bc2 = bias_correction2_sqrt, w1 = 1 - beta1, b2 = beta2,
                w2 = 1 - beta2, epsilon = eps, lambda = weight_decay, sign = maximize ? -1 : 1;
-  const bool l2 = weight_decay != 0 && !decoupled;
   const opmath keep = weight_decay != 0 && decoupled ? decay : 1;  // θ·1 is θ, exactly
   for (int64_t j = begin; j < end; ++j) {
     const opmath theta = opmath(p[j]) * keep;           // θ ← (1 - γλ)θ, decoupled
     opmath d = sign * opmath(g[j]);
-    if (l2) d = std::fma(lambda, theta, d);             // g + λθ
+    if constexpr (L2) d = std::fma(lambda, theta, d);   // g + λθ
     const opmath m = optim_nb::lerp(opmath(exp_avg[j]), d, w1);
     opmath v = std::fma(w2 * d, d, opmath(exp_avg_sq[j]) * b2);
     exp_avg[j] = m;
     exp_avg_sq[j] = v;
     if constexpr (AMSGRAD) {
-      v = std::max(opmath(max_exp_avg_sq[j]), v);
+      const opmath u = max_exp_avg_sq[j];
+      v = v < u ? u : v;                                // max(u, v); a NaN in v stays
       max_exp_avg_sq[j] = v;
     }
     p[j] = theta + (-size * m) / (std::sqrt(v) / bc2 + epsilon);
@@ -212,11 +212,13 @@ void adam_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
     const double bias_correction2_sqrt = std::sqrt(1 - std::pow(beta2, t));
     const at::Tensor u = max_exp_avg_sqs.empty() ? at::Tensor() : max_exp_avg_sqs[i];
     optim_nb::with_flag(u.defined(), [&](auto amsgrad) {
-      optim_nb::for_each_element({params[i], grads[i], exp_avgs[i], exp_avg_sqs[i], u},
-                                 [&](auto* const* x, int64_t begin, int64_t end) {
-        adam_chunk<amsgrad()>(x[0], x[1], x[2], x[3], x[4], begin, end, step_size,
-                              bias_correction2_sqrt, beta1, beta2, eps, weight_decay,
-                              1 - lr * weight_decay, decoupled, maximize);
+      optim_nb::with_flag(weight_decay != 0 && !decoupled, [&](auto l2) {
+        optim_nb::for_each_element({params[i], grads[i], exp_avgs[i], exp_avg_sqs[i], u},
+                                   [&](auto* const* x, int64_t begin, int64_t end) {
+          adam_chunk<amsgrad(), l2()>(x[0], x[1], x[2], x[3], x[4], begin, end, step_size,
+                                      bias_correction2_sqrt, beta1, beta2, eps, weight_decay,
+                                      1 - lr * weight_decay, decoupled, maximize);
+        });
       });
     });
   }

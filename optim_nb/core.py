@@ -111,11 +111,11 @@ inline double count_step(const at::Tensor& step) {
 }
 
 // m + w(e - m) rounded as torch's lerp_ on the CPU: one fused multiply-add from m, or for w ≥ 1/2
-// from e (both are computed, so that the choice is a select the compiler can vectorise)
+// e + (w - 1)(e - m) from e (the choice is a select between m and e, which the compiler vectorises)
 template <typename T>
 inline T lerp(T m, T e, T w) {
-  const T from_m = std::fma(w, e - m, m), from_e = std::fma(w - T(1), e - m, e);
-  return std::abs(w) < T(0.5) ? from_m : from_e;
+  const bool near_m = std::abs(w) < T(0.5);
+  return std::fma(near_m ? w : w - T(1), e - m, near_m ? m : e);
 }
 
 // f(std::true_type()) or f(std::false_type()): a flag that decides which state a rule keeps becomes
@@ -294,27 +294,25 @@ class Optimizer(torch.optim.Optimizer):
     def step_group(self, group: dict, params: list):
         "One step for the parameters of `group` that have a gradient."
         h = self.hyperparams(group)
-        states, fresh = [], []
-        for p in params:
-            state = self.state.get(p)  # .get: no entry until the rule stores one
-            if not state:
-                state = {} if state is None else state
-                self.init_state(p, state, group)
-                fresh.append((p, state))
-            states.append(state)
+        states = [self.state.get(p) for p in params]  # .get: no entry until the rule stores one
+        fresh = [i for i, state in enumerate(states) if not state]
+        for i in fresh:
+            states[i] = {} if states[i] is None else states[i]
+            self.init_state(params[i], states[i], group)
         path = self.path(group, params)
         if path == "fused":  # the kernel applies maximize itself: no negated copies
             self.update_fused(params, [p.grad for p in params], states, maximize=group["maximize"], **h)
         else:
-            grads = [-p.grad if group.get("maximize") else p.grad for p in params]
+            grads = [-p.grad for p in params] if group.get("maximize") else [p.grad for p in params]
             if path == "loop":
+                update = self.update  # looked up once: this loop runs once per parameter
                 for p, grad, state in zip(params, grads, states):
-                    self.update(p, grad, state, **h)
+                    update(p, grad, state, **h)
             elif params:
                 self.update_foreach(params, grads, states, **h)
-        for p, state in fresh:
-            if state:
-                self.state[p] = state
+        for i in fresh:
+            if states[i]:
+                self.state[params[i]] = states[i]
 
 # %% ../chapters/00_generic_rule.ipynb #c045
 def small_model(dtype=torch.float32, seed: int = 0) -> torch.nn.Module:

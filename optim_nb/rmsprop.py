@@ -22,13 +22,17 @@ def rmsprop_init_state(param: Tensor, state: dict, group: dict):
         state["grad_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
 
 # %% ../chapters/03_rmsprop.ipynb #c013
+def _same(t: Tensor) -> Tensor:
+    "A real tensor as it is (the counterpart of `torch.view_as_real` for complex ones)."
+    return t
+
 def rmsprop_update(param: Tensor, grad: Tensor, state: dict, *, lr, alpha, eps,
                    weight_decay, momentum, centered, capturable=False):
     "One RMSprop step on `param` in place: L2, v ← αv + (1-α)g², then θ ← θ - lr·g/(√v + ε)."
     state["step"] += 1
     if weight_decay != 0:
         grad = grad.add(param, alpha=weight_decay)
-    real = torch.view_as_real if torch.is_complex(param) else (lambda t: t)
+    real = torch.view_as_real if torch.is_complex(param) else _same
     param, grad, square_avg = real(param), real(grad), real(state["square_avg"])
     square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)
     if centered:
