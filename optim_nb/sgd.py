@@ -23,11 +23,12 @@ def sgd_update(param: Tensor, grad: Tensor, state: dict, *, lr, momentum, dampen
         else:
             buf.mul_(momentum).add_(grad, alpha=1 - dampening)
         grad = grad.add(buf, alpha=momentum) if nesterov else buf
-    lr = as_scalar(lr)
-    if isinstance(lr, Tensor) and lr.requires_grad:
-        param.addcmul_(grad, lr, value=-1)  # autograd must see lr (differentiable=True)
-    else:
-        param.add_(grad, alpha=-lr)
+    if isinstance(lr, Tensor):
+        lr = as_scalar(lr)
+        if lr.requires_grad:
+            param.addcmul_(grad, lr, value=-1)  # autograd must see lr (differentiable=True)
+            return
+    param.add_(grad, alpha=-lr)
 
 # %% ../chapters/01_sgd.ipynb #c009
 def sgd_update_foreach(params: list, grads: list, states: list, *, lr, momentum, dampening,
