@@ -3,6 +3,7 @@
 No timing here: the benchmark (benchmarks/bench.py) measures speed. The first run in a fresh
 machine compiles one extension per optimizer (about 20 s each on 2 cores); later runs load it.
 """
+import copy
 import inspect
 
 import pytest
@@ -259,3 +260,50 @@ def test_the_ulps_check_can_fail():
     assert ulps_of_scale(torch.tensor([1.0078125], dtype=torch.bfloat16), h, h) == 1  # bfloat16's own ulp
     r = fused_vs_loop(optim_nb.SGD, [(7, 3)], steps=2, lr=0.1)
     assert r["ulps"] == 0
+
+
+def _close(a, b, where="state"):
+    "Same structure, dtypes and shapes as `assert_same`, values within float32 tolerances."
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and (a.dtype, a.shape) == (b.dtype, b.shape), where
+        torch.testing.assert_close(a, b, msg=where)
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), f"{where}: {list(a)} vs {list(b)}"
+        for k in a:
+            _close(a[k], b[k], f"{where}[{k!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _close(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+TORCH_FUSED = [("SGD", dict(lr=0.05, momentum=0.9, weight_decay=1e-2)), ("Adagrad", dict(lr=0.05, lr_decay=1e-2)),
+               ("Adam", dict(lr=1e-2, amsgrad=True, weight_decay=1e-2)), ("AdamW", dict(lr=1e-2, weight_decay=0.1))]
+
+
+@pytest.mark.parametrize("name,options", TORCH_FUSED, ids=[n for n, _ in TORCH_FUSED])
+def test_like_torchs_fused_optimizer_with_a_scheduler_and_checkpoints_across(name, options):
+    "Ours and torch's fused=True: same state_dict layout, close values, checkpoints load both ways."
+    from optim_nb.core import layer_groups, train
+    def make(cls):
+        return lambda model: cls(layer_groups(model, [{}, {"lr": 0.02}]), fused=True, **options)
+    (m1, o1), (m2, o2) = train(make(getattr(optim_nb, name))), train(make(getattr(torch.optim, name)))
+    for p, q in zip(m1.parameters(), m2.parameters()):
+        torch.testing.assert_close(p, q)
+    _close(o1.state_dict(), o2.state_dict())
+    # torch's checkpoint into ours and ours into torch: both go on stepping
+    saved1, saved2 = copy.deepcopy(o1.state_dict()), copy.deepcopy(o2.state_dict())  # as torch.save would
+    o1.load_state_dict(saved2)
+    o2.load_state_dict(saved1)
+    for m, o in ((m1, o1), (m2, o2)):
+        sched = torch.optim.lr_scheduler.StepLR(o, 1, gamma=0.5)
+        for _ in range(3):
+            o.zero_grad()
+            m(torch.ones(3, 4)).sum().backward()
+            o.step()
+            sched.step()
+    for p, q in zip(m1.parameters(), m2.parameters()):
+        torch.testing.assert_close(p, q)
+    _close(o1.state_dict(), o2.state_dict())
