@@ -118,7 +118,7 @@ inline T lerp(T m, T e, T w) {
   return std::fma(near_m ? w : w - T(1), e - m, near_m ? m : e);
 }
 
-// f(std::true_type()) or f(std::false_type()): a flag that decides which state a rule keeps becomes
+// f(std::true_type()) or f(std::false_type()): a flag that decides which state or term a rule has becomes
 // a compile-time constant, so each case gets its own loop without branches, which the compiler
 // vectorises (a loop with many run-time conditions it leaves scalar)
 template <typename F>
