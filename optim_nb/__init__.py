@@ -8,6 +8,8 @@ from optim_nb.rmsprop import RMSprop
 from optim_nb.adadelta import Adadelta
 from optim_nb.adam import Adam
 from optim_nb.adamw import AdamW
+# the fast paths, attached to the classes above (chapters 51 and 52)
+import optim_nb.foreach, optim_nb.fused
 
 __version__ = "0.1.0"
 _all_ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW"]
@@ -26,6 +28,8 @@ from .rmsprop import RMSprop
 from .adadelta import Adadelta
 from .adam import Adam
 from .adamw import AdamW
+# the fast paths, attached to the classes above (chapters 51 and 52)
+import optim_nb.foreach, optim_nb.fused
 
 __version__ = "0.1.0"
 _all_ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW"]
