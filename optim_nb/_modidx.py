@@ -105,13 +105,16 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                   'optim_nb.testing.OpLog.__init__': ('verification.html#oplog.__init__', 'optim_nb/testing.py'),
                                   'optim_nb.testing.OpLog.__torch_dispatch__': ( 'verification.html#oplog.__torch_dispatch__',
                                                                                  'optim_nb/testing.py'),
+                                  'optim_nb.testing._difference': ('verification.html#_difference', 'optim_nb/testing.py'),
                                   'optim_nb.testing.assert_matches_torch': ( 'verification.html#assert_matches_torch',
                                                                              'optim_nb/testing.py'),
                                   'optim_nb.testing.assert_same': ('verification.html#assert_same', 'optim_nb/testing.py'),
+                                  'optim_nb.testing.batches': ('verification.html#batches', 'optim_nb/testing.py'),
                                   'optim_nb.testing.foreach_vs_loop': ('verification.html#foreach_vs_loop', 'optim_nb/testing.py'),
                                   'optim_nb.testing.fused_vs_loop': ('verification.html#fused_vs_loop', 'optim_nb/testing.py'),
                                   'optim_nb.testing.layer_groups': ('verification.html#layer_groups', 'optim_nb/testing.py'),
+                                  'optim_nb.testing.outcome': ('verification.html#outcome', 'optim_nb/testing.py'),
+                                  'optim_nb.testing.same_outcome': ('verification.html#same_outcome', 'optim_nb/testing.py'),
                                   'optim_nb.testing.small_model': ('verification.html#small_model', 'optim_nb/testing.py'),
                                   'optim_nb.testing.train': ('verification.html#train', 'optim_nb/testing.py'),
-                                  'optim_nb.testing.ulps': ('verification.html#ulps', 'optim_nb/testing.py'),
-                                  'optim_nb.testing.ulps_of_scale': ('verification.html#ulps_of_scale', 'optim_nb/testing.py')}}}
+                                  'optim_nb.testing.ulps': ('verification.html#ulps', 'optim_nb/testing.py')}}}
