@@ -17,7 +17,6 @@ from .rmsprop import RMSprop
 from .adadelta import Adadelta
 from .adam import Adam
 
-
 # %% ../chapters/51_foreach.ipynb #c006
 def count_steps_(steps: list):
     "t ← t + 1 for every step counter in `steps`, in place."
