@@ -8,7 +8,7 @@ __all__ = ['NAN', 'REGISTRY', 'Entry']
 # %% ../chapters/91_registry.ipynb #c002
 from dataclasses import dataclass, field
 import torch
-from .core import FLAGS, Optimizer
+from .core import Optimizer
 from .sgd import SGD
 from .adagrad import Adagrad
 from .rmsprop import RMSprop
