@@ -11,8 +11,7 @@ from torch import Tensor
 from .core import Optimizer, as_scalar, check_at_least, check_lr, require, zero_step, check_capturable
 
 # %% ../chapters/13_adadelta.ipynb #c005
-def adadelta_update(param: Tensor, grad: Tensor, state: dict, *, lr, rho, eps, weight_decay,
-                    capturable=False):
+def adadelta_update(param: Tensor, grad: Tensor, state: dict, *, lr, rho, eps, weight_decay):
     "One Adadelta step on `param` in place: v ← E[g²], Δx ← RMS[Δx]/RMS[g]·g, u ← E[Δx²], θ ← θ - lr·Δx."
     state["step"] += 1
     if weight_decay != 0:
@@ -103,6 +102,4 @@ class Adadelta(Optimizer):
         state["square_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
         state["acc_delta"] = torch.zeros_like(param, memory_format=torch.preserve_format)
 
-    # capturable picks the tensor-lr arithmetic of the multi-tensor rule (the loop ignores it)
-    rule_flags = ("capturable",)
     update = staticmethod(adadelta_update)

@@ -31,8 +31,7 @@ def _sparse_adagrad(param: Tensor, grad: Tensor, state_sum: Tensor, clr, eps):
     param.add_(sparse(values / std_values), alpha=-clr)
 
 # %% ../chapters/11_adagrad.ipynb #c009
-def adagrad_update(param: Tensor, grad: Tensor, state: dict, *, lr, lr_decay, weight_decay,
-                   initial_accumulator_value, eps):
+def adagrad_update(param: Tensor, grad: Tensor, state: dict, *, lr, lr_decay, weight_decay, eps):
     "One Adagrad step on `param` in place: t ← t+1, L2, G ← G + g², θ ← θ - lr_t·g/(√G + ε)."
     state["step"] += 1
     step = state["step"].item()

@@ -161,9 +161,6 @@ class Adam(Optimizer):
                         f"betas[{i}] as a Tensor is not supported for capturable=False and foreach=True")
                 require(betas[i].numel() == 1, f"Tensor betas[{i}] must be 1-element")
 
-    # the two flags that change Adam's arithmetic (torch's tensor bias-correction branch)
-    rule_flags = ("capturable", "differentiable")
-
     def check_grad(self, param, group):
         super().check_grad(param, group)
         if group["foreach"] and isinstance(group["lr"], Tensor) and not group["capturable"]:

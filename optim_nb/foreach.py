@@ -62,8 +62,7 @@ def sgd_update_foreach(params: list, grads: list, states: list, *, lr, momentum,
 SGD.update_foreach = staticmethod(sgd_update_foreach)
 
 # %% ../chapters/51_foreach.ipynb #c024
-def adagrad_update_foreach(params: list, grads: list, states: list, *, lr, lr_decay, weight_decay,
-                           initial_accumulator_value, eps):
+def adagrad_update_foreach(params: list, grads: list, states: list, *, lr, lr_decay, weight_decay, eps):
     "One Adagrad step for a list of parameters, one `torch._foreach_*` call per operation and group."
     lr = as_scalar(lr)
     sums, steps = [state["sum"] for state in states], [state["step"] for state in states]
@@ -72,7 +71,7 @@ def adagrad_update_foreach(params: list, grads: list, states: list, *, lr, lr_de
         if any(g.is_sparse for g in gs):  # torch: the single-tensor rule for this group
             for p, g, s, t in zip(ps, gs, ss, ts):
                 adagrad_update(p, g, {"step": t, "sum": s}, lr=lr, lr_decay=lr_decay, eps=eps,
-                               weight_decay=weight_decay, initial_accumulator_value=initial_accumulator_value)
+                               weight_decay=weight_decay)
             continue
         ps, gs, ss = list(ps), list(gs), list(ss)
         _view_as_real(ps, gs, ss)  # complex tensors as real views, in place in these lists

@@ -26,7 +26,7 @@ def _same(t: Tensor) -> Tensor:
     return t
 
 def rmsprop_update(param: Tensor, grad: Tensor, state: dict, *, lr, alpha, eps,
-                   weight_decay, momentum, centered, capturable=False):
+                   weight_decay, momentum, centered):
     "One RMSprop step on `param` in place: L2, v ← αv + (1-α)g², then θ ← θ - lr·g/(√v + ε)."
     state["step"] += 1
     if weight_decay != 0:
@@ -121,7 +121,5 @@ class RMSprop(Optimizer):
         if group["capturable"]:
             check_capturable(param, self.state.get(param, {}).get("step"))
 
-    # capturable picks the tensor-lr arithmetic of the multi-tensor rule (the loop ignores it)
-    rule_flags = ("capturable",)
     init_state = staticmethod(rmsprop_init_state)
     update = staticmethod(rmsprop_update)
