@@ -8,24 +8,25 @@ __all__ = ['adadelta_update', 'Adadelta']
 # %% ../chapters/13_adadelta.ipynb #c002
 import torch
 from torch import Tensor
-from .core import Optimizer, as_scalar, check_at_least, check_lr, require, zero_step, check_capturable
+from .core import (Optimizer, add_l2, as_scalar, check_capturable, check_lr, check_non_negative, ema_sq_,
+                           require, zero_step, zeros_state)
 
 # %% ../chapters/13_adadelta.ipynb #c005
 def adadelta_update(param: Tensor, grad: Tensor, state: dict, *, lr, rho, eps, weight_decay):
     "One Adadelta step on `param` in place: v ← E[g²], Δx ← RMS[Δx]/RMS[g]·g, u ← E[Δx²], θ ← θ - lr·Δx."
     state["step"] += 1
     if weight_decay != 0:
-        grad = grad.add(param, alpha=weight_decay)
+        grad = add_l2(grad, param, weight_decay)
     square_avg, acc_delta = state["square_avg"], state["acc_delta"]
     if torch.is_complex(param):  # real and imaginary parts as separate coordinates
         square_avg, acc_delta, grad = (torch.view_as_real(t) for t in (square_avg, acc_delta, grad))
-    square_avg.mul_(rho).addcmul_(grad, grad, value=1 - rho)   # v_t
+    ema_sq_(square_avg, grad, rho)                              # v_t
     std = square_avg.add(eps).sqrt_()                           # RMS[g]_t
     delta = acc_delta.add(eps).sqrt_()                          # RMS[Δx]_{t-1}
     if torch.is_grad_enabled():  # differentiable=True: autograd needs sqrt_'s output intact
         delta = delta.clone()
     delta.div_(std).mul_(grad)                                  # Δx_t
-    acc_delta.mul_(rho).addcmul_(delta, delta, value=1 - rho)   # u_t, before the learning rate
+    ema_sq_(acc_delta, delta, rho)                              # u_t, before the learning rate
     if torch.is_complex(param):
         delta = torch.view_as_complex(delta)
     param.add_(delta, alpha=-as_scalar(lr))
@@ -87,8 +88,7 @@ class Adadelta(Optimizer):
     def validate(self, h):
         check_lr(h["lr"])
         require(0.0 <= h["rho"] <= 1.0, f"Invalid rho value: {h['rho']}")
-        check_at_least(h["eps"], 0.0, "epsilon value")
-        check_at_least(h["weight_decay"], 0.0, "weight_decay value")
+        check_non_negative(h, "eps", "weight_decay")
 
     def check_grad(self, param, group):
         super().check_grad(param, group)  # sparse gradients
@@ -99,7 +99,7 @@ class Adadelta(Optimizer):
 
     def init_state(self, param, state, group):
         state["step"] = zero_step(param, group)
-        state["square_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-        state["acc_delta"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        state["square_avg"] = zeros_state(param)
+        state["acc_delta"] = zeros_state(param)
 
     update = staticmethod(adadelta_update)

@@ -8,7 +8,7 @@ __all__ = ['adagrad_update', 'Adagrad']
 # %% ../chapters/11_adagrad.ipynb #c002
 import torch
 from torch import Tensor
-from .core import Optimizer, add_l2, as_scalar, check_at_least, check_lr, zero_step, check_fused
+from .core import Optimizer, add_l2, as_scalar, check_fused, check_lr, check_non_negative, zero_step
 
 # %% ../chapters/11_adagrad.ipynb #c005
 def _dense_adagrad(param: Tensor, grad: Tensor, state_sum: Tensor, clr, eps):
@@ -90,10 +90,7 @@ class Adagrad(Optimizer):
 
     def validate(self, h):
         check_lr(h["lr"])
-        check_at_least(h["lr_decay"], 0.0, "lr_decay value")
-        check_at_least(h["weight_decay"], 0.0, "weight_decay value")
-        check_at_least(h["initial_accumulator_value"], 0.0, "initial_accumulator_value value")
-        check_at_least(h["eps"], 0.0, "epsilon value")
+        check_non_negative(h, "lr_decay", "weight_decay", "initial_accumulator_value", "eps")
 
     def init_state(self, param, state, group):
         tau = self.defaults["initial_accumulator_value"]  # torch ignores a group's own value

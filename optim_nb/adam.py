@@ -9,7 +9,8 @@ __all__ = ['adam_weight_decay', 'adam_moments', 'amsgrad_max', 'adam_step', 'ada
 # %% ../chapters/14_adam.ipynb #c002
 import torch
 from torch import Tensor
-from .core import Optimizer, add_l2, as_scalar, check_at_least, check_lr, require, zero_step, check_capturable, check_fused
+from .core import (Optimizer, add_l2, as_scalar, bias_correction, check_betas,
+                           check_capturable, check_fused, check_lr, check_non_negative, ema_, ema_sq_, zero_step, zeros_state)
 
 # %% ../chapters/14_adam.ipynb #c019
 def adam_weight_decay(param: Tensor, grad: Tensor, *, lr, weight_decay, decoupled_weight_decay,
@@ -20,20 +21,17 @@ def adam_weight_decay(param: Tensor, grad: Tensor, *, lr, weight_decay, decouple
     if decoupled_weight_decay:
         param.mul_(1 - lr * weight_decay)
         return grad
-    if differentiable and isinstance(weight_decay, Tensor):
-        return add_l2(grad, param, weight_decay)  # autograd may need to see λ
-    return grad.add(param, alpha=weight_decay)
+    if isinstance(weight_decay, Tensor) and not differentiable:  # torch's Adam: autograd sees λ
+        weight_decay = weight_decay.detach()                        # only with differentiable=True
+    return add_l2(grad, param, weight_decay)
 
 # %% ../chapters/14_adam.ipynb #c021
-def adam_moments(exp_avg: Tensor, exp_avg_sq: Tensor, grad: Tensor, *, beta1, beta2, differentiable):
+def adam_moments(exp_avg: Tensor, exp_avg_sq: Tensor, grad: Tensor, *, beta1, beta2):
     "m ← lerp(m, g, 1 - β₁);  v ← β₂v + (1 - β₂)g², in place."
     if isinstance(beta1, Tensor):
         beta1 = beta1.to(device=exp_avg.device, dtype=exp_avg.dtype, non_blocking=True)
-    exp_avg.lerp_(grad, 1 - beta1)
-    if differentiable and isinstance(beta2, Tensor) and beta2.requires_grad:
-        exp_avg_sq.lerp_(torch.square(grad), weight=1 - beta2)
-    else:
-        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    ema_(exp_avg, grad, beta1)
+    ema_sq_(exp_avg_sq, grad, beta2)
 
 # %% ../chapters/14_adam.ipynb #c023
 def amsgrad_max(max_exp_avg_sq: Tensor, exp_avg_sq: Tensor, differentiable: bool) -> Tensor:
@@ -48,8 +46,8 @@ def amsgrad_max(max_exp_avg_sq: Tensor, exp_avg_sq: Tensor, differentiable: bool
 def adam_step(param: Tensor, exp_avg: Tensor, u: Tensor, step: Tensor, *, lr, beta1, beta2, eps):
     "θ ← θ - γ/(1-β₁ᵗ) · m / (√u/√(1-β₂ᵗ) + ε), bias corrections as Python numbers."
     t = step.item()
-    bias_correction1 = 1 - beta1 ** t
-    bias_correction2 = 1 - beta2 ** t
+    bias_correction1 = bias_correction(beta1, t)
+    bias_correction2 = bias_correction(beta2, t)
     step_size = lr / bias_correction1
     denom = (u.sqrt() / bias_correction2 ** 0.5).add_(eps)
     param.addcdiv_(exp_avg, denom, value=-step_size)
@@ -58,10 +56,10 @@ def adam_step(param: Tensor, exp_avg: Tensor, u: Tensor, step: Tensor, *, lr, be
 def adam_step_tensor(param: Tensor, exp_avg: Tensor, u: Tensor, step: Tensor, *, lr, beta1, beta2,
                      eps, differentiable):
     "The same step with tensor bias corrections: θ ← θ + m / (√u/(√(1-β₂ᵗ)·(-s)) + ε/(-s))."
-    def power(beta):  # torch clones `step` when autograd must differentiate through β
+    def steps(beta):  # torch clones `step` when autograd must differentiate through β
         through = differentiable and isinstance(beta, Tensor) and beta.requires_grad
-        return beta ** (step.clone() if through else step)
-    bias_correction1, bias_correction2 = 1 - power(beta1), 1 - power(beta2)
+        return step.clone() if through else step
+    bias_correction1, bias_correction2 = bias_correction(beta1, steps(beta1)), bias_correction(beta2, steps(beta2))
     step_size_neg = (lr / bias_correction1).neg()
     denom = (u.sqrt() / (bias_correction2.sqrt() * step_size_neg)).add_(eps / step_size_neg)
     param.addcdiv_(exp_avg.clone() if differentiable else exp_avg, denom)
@@ -81,7 +79,7 @@ def adam_update(param: Tensor, grad: Tensor, state: dict, *, lr, betas, eps, wei
     if torch.is_complex(param):
         grad, exp_avg, exp_avg_sq, param = map(torch.view_as_real, (grad, exp_avg, exp_avg_sq, param))
         u = torch.view_as_real(u) if amsgrad else None
-    adam_moments(exp_avg, exp_avg_sq, grad, beta1=beta1, beta2=beta2, differentiable=differentiable)
+    adam_moments(exp_avg, exp_avg_sq, grad, beta1=beta1, beta2=beta2)
     u = amsgrad_max(u, exp_avg_sq, differentiable) if amsgrad else exp_avg_sq
     if capturable or differentiable:
         adam_step_tensor(param, exp_avg, u, step, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
@@ -149,17 +147,9 @@ class Adam(Optimizer):
         if isinstance(lr, Tensor) and no_tensor_hyper:
             raise ValueError("lr as a Tensor is not supported for capturable=False and foreach=True")
         check_lr(lr)
-        check_at_least(h["eps"], 0.0, "epsilon value")
-        for i in (0, 1):
-            require(0.0 <= betas[i] < 1.0, f"Invalid beta parameter at index {i}: {betas[i]}")
-        check_at_least(h["weight_decay"], 0.0, "weight_decay value")
-        require(all(isinstance(b, float) for b in betas[:2]) or all(isinstance(b, Tensor) for b in betas[:2]),
-                "betas must be either both floats or both Tensors")
-        for i in (0, 1):
-            if isinstance(betas[i], Tensor):
-                require(not no_tensor_hyper,
-                        f"betas[{i}] as a Tensor is not supported for capturable=False and foreach=True")
-                require(betas[i].numel() == 1, f"Tensor betas[{i}] must be 1-element")
+        check_non_negative(h, "eps")
+        check_betas(betas, tensors_allowed=not no_tensor_hyper)
+        check_non_negative(h, "weight_decay")
 
     def check_grad(self, param, group):
         super().check_grad(param, group)
@@ -170,9 +160,9 @@ class Adam(Optimizer):
         if group["fused"]:
             check_fused(param)
         state["step"] = zero_step(param, group)
-        state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-        state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        state["exp_avg"] = zeros_state(param)
+        state["exp_avg_sq"] = zeros_state(param)
         if group["amsgrad"]:
-            state["max_exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            state["max_exp_avg_sq"] = zeros_state(param)
 
     update = staticmethod(adam_update)

@@ -22,12 +22,8 @@ class AdamW(Adam):
         θ ← θ - γ/(1 - β₁ᵗ) · m / (√u/√(1 - β₂ᵗ) + ε)
 
     Args:
-        params: iterable of parameters, named parameters or parameter-group dicts.
-        lr: learning rate γ, a float or a one-element tensor (default 1e-3).
-        betas: (β₁, β₂) in [0, 1), both floats or both one-element tensors (default (0.9, 0.999)).
-        eps: ε ≥ 0 added to the denominator after its bias correction (default 1e-8).
         weight_decay: decay rate λ ≥ 0; each step multiplies θ by 1 - γλ (default 1e-2).
-        amsgrad: divide by the running maximum of the second moment (default False).
+        params, lr, betas, eps, amsgrad: as in `optim_nb.adam.Adam`, with the same defaults.
         foreach: True runs Adam's multi-tensor rule `optim_nb.adam.adam_update_foreach` (one
             `torch._foreach_*` call per operation for the whole group); None picks as torch
             does, the multi-tensor rule on CUDA and the per-parameter loop on the CPU.

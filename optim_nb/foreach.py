@@ -10,7 +10,7 @@ __all__ = ['count_steps_', 'sgd_update_foreach', 'adagrad_update_foreach', 'rmsp
 import torch
 from torch import Tensor
 from torch.optim.optimizer import _get_value, _view_as_real
-from .core import Optimizer, as_scalar, check_capturable
+from .core import Optimizer, add_l2, as_scalar, bias_correction, check_capturable, ema_, ema_sq_
 from .sgd import SGD
 from .adagrad import Adagrad, adagrad_update
 from .rmsprop import RMSprop
@@ -34,7 +34,7 @@ def sgd_update_foreach(params: list, grads: list, states: list, *, lr, momentum,
     grouped = Optimizer._group_tensors_by_device_and_dtype([params, grads, bufs], with_indices=True)
     for (ps, gs, bs), indices in grouped.values():
         if weight_decay != 0:
-            gs = torch._foreach_add(gs, ps, alpha=weight_decay)
+            gs = add_l2(gs, ps, weight_decay)
         if momentum != 0:
             if all(b is not None for b in bs):
                 torch._foreach_mul_(bs, momentum)
@@ -77,7 +77,7 @@ def adagrad_update_foreach(params: list, grads: list, states: list, *, lr, lr_de
         _view_as_real(ps, gs, ss)  # complex tensors as real views, in place in these lists
         count_steps_(ts)                                             # t ← t + 1
         if weight_decay != 0:
-            gs = torch._foreach_add(gs, ps, alpha=weight_decay)
+            gs = add_l2(gs, ps, weight_decay)
         t64 = [t.to(torch.float64) if torch.compiler.is_compiling() else _get_value(t) for t in ts]
         minus_clr = [-lr / (1 + (t - 1) * lr_decay) for t in t64]
         torch._foreach_addcmul_(ss, gs, gs, value=1)                 # G ← G + g²
@@ -106,11 +106,10 @@ def rmsprop_update_foreach(params: list, grads: list, states: list, *, lr, alpha
         _view_as_real(ps, gs, vs, *([bs] if momentum > 0 else []), *([ms] if centered else []))
         count_steps_(ts)                                             # t ← t + 1
         if weight_decay != 0:
-            gs = torch._foreach_add(gs, ps, alpha=weight_decay)
-        torch._foreach_mul_(vs, alpha)
-        torch._foreach_addcmul_(vs, gs, gs, value=1 - alpha)        # v ← αv + (1-α)g²
+            gs = add_l2(gs, ps, weight_decay)
+        ema_sq_(vs, gs, alpha)                                       # v ← αv + (1-α)g²
         if centered:
-            torch._foreach_lerp_(ms, gs, 1 - alpha)                  # m ← m + (1-α)(g - m)
+            ema_(ms, gs, alpha)                                      # m ← αm + (1-α)g
             avg = torch._foreach_addcmul(vs, ms, ms, value=-1)
             torch._foreach_sqrt_(avg)
         else:
@@ -143,17 +142,15 @@ def adadelta_update_foreach(params: list, grads: list, states: list, *, lr, rho,
         _view_as_real(ps, gs, vs, us)
         count_steps_(ts)                                             # t ← t + 1
         if weight_decay != 0:
-            gs = torch._foreach_add(gs, ps, alpha=weight_decay)
-        torch._foreach_mul_(vs, rho)
-        torch._foreach_addcmul_(vs, gs, gs, value=1 - rho)       # v_t
+            gs = add_l2(gs, ps, weight_decay)
+        ema_sq_(vs, gs, rho)                                     # v_t
         std = torch._foreach_add(vs, eps)
         torch._foreach_sqrt_(std)                                # RMS[g]_t
         deltas = torch._foreach_add(us, eps)
         torch._foreach_sqrt_(deltas)                             # RMS[Δx]_{t-1}
         torch._foreach_div_(deltas, std)
         torch._foreach_mul_(deltas, gs)                          # Δx_t
-        torch._foreach_mul_(us, rho)
-        torch._foreach_addcmul_(us, deltas, deltas, value=1 - rho)  # u_t
+        ema_sq_(us, deltas, rho)                                 # u_t
         if isinstance(lr, Tensor) and (capturable or torch.compiler.is_compiling()):
             torch._foreach_mul_(deltas, -lr)
             torch._foreach_add_(ps, deltas)
@@ -201,18 +198,14 @@ def adam_update_foreach(params: list, grads: list, states: list, *, lr, betas, e
             if decoupled_weight_decay:
                 torch._foreach_mul_(ps, 1 - lr * weight_decay)       # θ ← (1 - γλ)θ
             else:
-                gs = torch._foreach_add(gs, ps, alpha=weight_decay)  # g ← g + λθ
-        torch._foreach_lerp_(ms, gs, 1 - b1)                         # m ← β₁m + (1-β₁)g
-        torch._foreach_mul_(vs, beta2)
-        if isinstance(beta2, Tensor):
-            scaled, value = torch._foreach_mul(gs, 1 - beta2), 1.0
-        else:
-            scaled, value = gs, 1 - beta2
-        torch._foreach_addcmul_(vs, scaled, gs, value)               # v ← β₂v + (1-β₂)g²
-        del gs, scaled
+                gs = add_l2(gs, ps, weight_decay)                    # g ← g + λθ
+        ema_(ms, gs, b1)                                             # m ← β₁m + (1-β₁)g
+        ema_sq_(vs, gs, beta2)                                       # v ← β₂v + (1-β₂)g²
+        del gs
         if amsgrad:
             torch._foreach_maximum_(us, vs)                          # u ← max(u, v)
-        if capturable:  # bias corrections as device tensors, no host synchronisation
+        if capturable:  # bias corrections as device tensors, no host synchronisation; torch's
+            # form here is β^t - 1 negated, not bias_correction's 1 - β^t
             t64 = [t.to(torch.float64) for t in ts] if torch.compiler.is_compiling() else ts
             bc1, bc2 = torch._foreach_pow(beta1, t64), torch._foreach_pow(beta2, t64)
             torch._foreach_sub_(bc1, 1)
@@ -228,8 +221,7 @@ def adam_update_foreach(params: list, grads: list, states: list, *, lr, betas, e
             torch._foreach_addcdiv_(ps, ms, denom)
         else:
             t64 = [t.to(torch.float64) if torch.compiler.is_compiling() else _get_value(t) for t in ts]
-            bc1 = [1 - beta1 ** t for t in t64]
-            bc2 = [1 - beta2 ** t for t in t64]
+            bc1, bc2 = bias_correction(beta1, t64), bias_correction(beta2, t64)
             step_size = [(lr / bc) * -1 for bc in bc1]
             bc2_sqrt = [bc ** 0.5 for bc in bc2]
             denom = torch._foreach_sqrt(us if amsgrad else vs)

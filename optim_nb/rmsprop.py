@@ -8,17 +8,18 @@ __all__ = ['rmsprop_init_state', 'rmsprop_update', 'RMSprop']
 # %% ../chapters/12_rmsprop.ipynb #c002
 import torch
 from torch import Tensor
-from .core import Optimizer, as_scalar, check_at_least, check_capturable, check_lr, zero_step
+from .core import (Optimizer, add_l2, as_scalar, check_capturable, check_lr, check_non_negative, ema_,
+                           ema_sq_, zero_step, zeros_state)
 
 # %% ../chapters/12_rmsprop.ipynb #c010
 def rmsprop_init_state(param: Tensor, state: dict, group: dict):
     "Create RMSprop's state for `param` as torch does: step, square_avg, momentum_buffer, grad_avg."
     state["step"] = zero_step(param, group)
-    state["square_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+    state["square_avg"] = zeros_state(param)
     if group["momentum"] > 0:
-        state["momentum_buffer"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        state["momentum_buffer"] = zeros_state(param)
     if group["centered"]:
-        state["grad_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        state["grad_avg"] = zeros_state(param)
 
 # %% ../chapters/12_rmsprop.ipynb #c013
 def _same(t: Tensor) -> Tensor:
@@ -30,13 +31,13 @@ def rmsprop_update(param: Tensor, grad: Tensor, state: dict, *, lr, alpha, eps,
     "One RMSprop step on `param` in place: L2, v ← αv + (1-α)g², then θ ← θ - lr·g/(√v + ε)."
     state["step"] += 1
     if weight_decay != 0:
-        grad = grad.add(param, alpha=weight_decay)
+        grad = add_l2(grad, param, weight_decay)
     real = torch.view_as_real if torch.is_complex(param) else _same
     param, grad, square_avg = real(param), real(grad), real(state["square_avg"])
-    square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)
+    ema_sq_(square_avg, grad, alpha)                         # v ← αv + (1-α)g²
     if centered:
         grad_avg = real(state["grad_avg"])
-        grad_avg.lerp_(grad, 1 - alpha)                       # m ← m + (1-α)(g - m)
+        ema_(grad_avg, grad, alpha)                           # m ← αm + (1-α)g
         avg = square_avg.addcmul(grad_avg, grad_avg, value=-1).sqrt_()
     else:
         avg = square_avg.sqrt()
@@ -108,10 +109,7 @@ class RMSprop(Optimizer):
 
     def validate(self, h):
         check_lr(h["lr"])
-        check_at_least(h["eps"], 0.0, "epsilon value")
-        check_at_least(h["momentum"], 0.0, "momentum value")
-        check_at_least(h["weight_decay"], 0.0, "weight_decay value")
-        check_at_least(h["alpha"], 0.0, "alpha value")
+        check_non_negative(h, "eps", "momentum", "weight_decay", "alpha")
 
     def check_grad(self, param, group):
         "Sparse gradients, foreach with differentiable, capturable off-device: torch's errors."

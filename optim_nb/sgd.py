@@ -7,7 +7,7 @@ __all__ = ['sgd_update', 'SGD']
 
 # %% ../chapters/10_sgd.ipynb #c002
 from torch import Tensor
-from .core import Optimizer, add_l2, as_scalar, check_at_least, check_lr, require
+from .core import Optimizer, add_l2, as_scalar, check_lr, check_non_negative, require
 
 # %% ../chapters/10_sgd.ipynb #c005
 def sgd_update(param: Tensor, grad: Tensor, state: dict, *, lr, momentum, dampening,
@@ -74,8 +74,7 @@ class SGD(Optimizer):
 
     def validate(self, h):
         check_lr(h["lr"])
-        check_at_least(h["momentum"], 0.0, "momentum value")
-        check_at_least(h["weight_decay"], 0.0, "weight_decay value")
+        check_non_negative(h, "momentum", "weight_decay")
         require(not h["nesterov"] or (h["momentum"] > 0 and h["dampening"] == 0),
                 "Nesterov momentum requires a momentum and zero dampening "
                 f"(got momentum={h['momentum']}, dampening={h['dampening']})")
