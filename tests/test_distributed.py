@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from dropin_cases import CASES, IDS, batches, mlp, same  # tests/ is on sys.path, for a script too
+from optim_nb.testing import assert_same as same, batches, small_model
+from registry_options import ENTRIES  # tests/ is on sys.path, for a script too
 
 WORLD = 2
 TIMEOUT_S = 150       # the whole run of both workers, then they are killed
@@ -34,8 +35,8 @@ def _train(case, impl, mode, rank):
     from torch.distributed.optim import ZeroRedundancyOptimizer
     from torch.distributed.fsdp import fully_shard
 
-    cls = case.cls(impl)
-    model = mlp()
+    cls = case.cls if impl == "ours" else case.reference
+    model = small_model()
     extra = {}
     if mode == "DDP":
         net = DDP(model)
@@ -76,7 +77,7 @@ def worker(rank: int, port: int, out: str):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=datetime.timedelta(seconds=60))
     results = {}
-    for case in CASES:
+    for case in ENTRIES:
         for mode in MODES:
             for impl in ("theirs", "ours"):
                 try:
@@ -120,9 +121,9 @@ def runs(tmp_path_factory):
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("case", ENTRIES, ids=str)
 def test_same_parameters_as_torch_on_two_processes(runs, case, mode):
-    start = [p.detach() for p in mlp().parameters()]
+    start = [p.detach() for p in small_model().parameters()]
     for rank, results in enumerate(runs):
         theirs, ours = results[case.name, mode, "theirs"], results[case.name, mode, "ours"]
         assert theirs[0] == "ok", f"torch.optim.{case.name} under {mode} failed on rank {rank}:\n{theirs[1]}"
@@ -138,9 +139,9 @@ def test_same_parameters_as_torch_on_two_processes(runs, case, mode):
 def test_the_wrappers_really_distribute(runs):
     "ZeRO keeps a shard of the parameters on each rank; FSDP2 makes parameters and state DTensors."
     results = runs[0]
-    local = [r[case.name, "ZeRO", "ours"][3]["local params"] for r in runs for case in CASES[:1]]
+    local = [r[case.name, "ZeRO", "ours"][3]["local params"] for r in runs for case in ENTRIES[:1]]
     assert sum(local) == 4 and all(0 < n < 4 for n in local), local
-    for case in CASES:
+    for case in ENTRIES:
         extra = results[case.name, "FSDP2", "ours"][3]
         assert extra["param type"] == "DTensor" and extra["state types"] == ["DTensor"], extra
 

@@ -1,4 +1,4 @@
-"""The fused path (`fused=True`: each chapter's C++ kernel) against the loop and torch.
+"""The fused path (`fused=True`: the C++ kernels of chapter 52_fused) against the loop and torch.
 
 No timing here: the benchmark (benchmarks/bench.py) measures speed. The first run in a fresh
 machine compiles one extension per optimizer (about 20 s each on 2 cores); later runs load it.
@@ -10,40 +10,15 @@ import pytest
 import torch
 
 import optim_nb
-from optim_nb.speed import FUSED_ULPS, OpLog, fused_vs_loop, ulps_of_scale
+from optim_nb.registry import REGISTRY
+from optim_nb.testing import layer_groups, train
 
-# a matrix and a vector split between threads, one small tensor
-SHAPES = [(256, 300), (70_000,), (7, 3)]
-CASES = [
-    ("SGD", dict(lr=0.1)),
-    ("SGD", dict(lr=0.1, momentum=0.9, weight_decay=1e-2)),
-    ("SGD", dict(lr=0.1, momentum=0.9, nesterov=True, maximize=True)),
-    ("SGD", dict(lr=0.1, momentum=0.5, dampening=0.3)),
-    ("Adagrad", dict(lr=0.1, lr_decay=1e-3)),
-    ("Adagrad", dict(lr=0.1, weight_decay=1e-2, maximize=True, initial_accumulator_value=0.1)),
-    ("RMSprop", dict(lr=1e-2)),
-    ("RMSprop", dict(lr=1e-2, centered=True, alpha=0.3)),
-    ("RMSprop", dict(lr=1e-2, momentum=0.9, weight_decay=1e-2)),
-    ("RMSprop", dict(lr=1e-2, centered=True, momentum=0.9, maximize=True)),
-    ("Adadelta", dict(lr=1.0)),
-    ("Adadelta", dict(lr=0.5, rho=0.3, weight_decay=1e-2, maximize=True)),
-    ("Adam", dict(lr=1e-3)),
-    ("Adam", dict(lr=1e-3, amsgrad=True, weight_decay=0.1)),
-    ("Adam", dict(lr=1e-3, betas=(0.3, 0.5), maximize=True)),
-    ("AdamW", dict(lr=1e-3, weight_decay=1e-2)),
-    ("AdamW", dict(lr=1e-3, weight_decay=1e-2, amsgrad=True)),
-]
-IDS = [f"{n}-{i}" for i, (n, _) in enumerate(CASES)]
-KERNEL = {"SGD": "sgd_", "Adagrad": "adagrad_", "RMSprop": "rmsprop_", "Adadelta": "adadelta_",
-          "Adam": "adam_", "AdamW": "adam_"}
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("name,options", CASES, ids=IDS)
-def test_fused_within_stated_ulps_of_the_loop_one_kernel_call_per_step(name, options, dtype):
-    r = fused_vs_loop(getattr(optim_nb, name), SHAPES, steps=5, dtype=dtype, **options)
-    assert r["ulps"] <= FUSED_ULPS[name], r
-    assert r["ops"] == [f"optim_nb.{KERNEL[name]}.default"]  # a changing lr: no new work, no allocation
+# every fused case of the registry (the bound of each, fused vs loop in float32/float64, is checked
+# in tests/test_generic.py)
+CASES = [(e.cls, options) for e in REGISTRY.values() for options in e.fused_cases]
+IDS = [f"{cls.__name__}-{i}" for i, (cls, _) in enumerate(CASES)]
+TORCH_FUSED = [e for e in REGISTRY.values() if e.reference_fused]
+OURS_ONLY = [e for e in REGISTRY.values() if e.kernel and not e.reference_fused]
 
 
 def _pair(cls, make, steps=4, dtype=torch.float64, **options):
@@ -63,11 +38,10 @@ def _pair(cls, make, steps=4, dtype=torch.float64, **options):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("name,options", CASES, ids=IDS)
-def test_low_precision_at_least_as_accurate_as_the_loop(name, options, dtype):
+@pytest.mark.parametrize("cls,options", CASES, ids=IDS)
+def test_low_precision_at_least_as_accurate_as_the_loop(cls, options, dtype):
     """float16/bfloat16: torch's loop rounds every intermediate (and alpha) to the dtype, a kernel
     keeps float32 and rounds once; both against the same steps run in float64."""
-    cls = getattr(optim_nb, name)
     torch.manual_seed(0)
     x = torch.randn(300, 200).to(dtype)
     grads = [torch.randn(300, 200).to(dtype) for _ in range(4)]
@@ -96,9 +70,9 @@ def _odd_layouts(dtype):
     return [x.requires_grad_() for x in (t, c, z, e)] + [s.detach().requires_grad_()]
 
 
-@pytest.mark.parametrize("name,options", CASES[1::2], ids=IDS[1::2])
-def test_any_layout_same_state_layout_close_to_the_loop(name, options):
-    (loop, ps), (fused, qs) = _pair(getattr(optim_nb, name), _odd_layouts, dtype=torch.float64, **options)
+@pytest.mark.parametrize("cls,options", CASES[1::2], ids=IDS[1::2])
+def test_any_layout_same_state_layout_close_to_the_loop(cls, options):
+    (loop, ps), (fused, qs) = _pair(cls, _odd_layouts, dtype=torch.float64, **options)
     for p, q in zip(ps, qs):
         assert q.stride() == p.stride()
         torch.testing.assert_close(q, p, rtol=1e-12, atol=1e-12)
@@ -168,15 +142,21 @@ def test_a_parameter_stepped_after_the_others_gets_its_first_buffer():
     assert torch.equal(fused.state[b]["momentum_buffer"], loop.state[b2]["momentum_buffer"])
 
 
-def test_sgd_fused_refuses_sparse_gradients_as_torch_before_anything_moves():
+@pytest.mark.parametrize("entry", TORCH_FUSED, ids=str)
+def test_fused_refuses_sparse_gradients_as_torch(entry):
+    "torch's error; ours before anything moves (torch steps the dense group first)."
     def attempt(cls):
+        torch.manual_seed(0)
         lin, emb = torch.nn.Linear(3, 1), torch.nn.Embedding(4, 3, sparse=True)
         opt = cls([{"params": lin.parameters()}, {"params": emb.parameters()}], lr=0.1, fused=True)
         lin(emb(torch.tensor([1, 2]))).sum().backward()
+        before = [p.detach().clone() for p in (*lin.parameters(), emb.weight)]
         with pytest.raises(RuntimeError) as error:
             opt.step()
-        return str(error.value)
-    assert attempt(optim_nb.SGD) == attempt(torch.optim.SGD)
+        moved = not all(torch.equal(p, q) for p, q in zip(before, (*lin.parameters(), emb.weight)))
+        return str(error.value), moved
+    (ours, moved), (theirs, _) = attempt(entry.cls), attempt(entry.reference)
+    assert ours == theirs and not moved
 
 
 def test_tensor_lr_and_grad_scaler_on_the_fused_path():
@@ -198,36 +178,10 @@ def test_tensor_lr_and_grad_scaler_on_the_fused_path():
     assert o1.state[next(m1.parameters())]["step"] == 3  # the step with inf was skipped
 
 
-@pytest.mark.parametrize("name", ["SGD", "Adagrad", "Adam", "AdamW"])
-def test_fused_errors_as_torch(name):
-    ours, theirs = getattr(optim_nb, name), getattr(torch.optim, name)
-    p = [torch.zeros(2, requires_grad=True)]
-    for kwargs in (dict(fused=True, differentiable=True), dict(fused=True, foreach=True)):
-        with pytest.raises(RuntimeError) as want:
-            theirs(p, **kwargs)
-        with pytest.raises(RuntimeError) as got:
-            ours(p, **kwargs)
-        assert str(got.value) == str(want.value)
-
-
-@pytest.mark.parametrize("name", ["SGD", "Adagrad", "Adam", "AdamW"])
-def test_fused_refuses_integer_params_as_torch(name):
-    def attempt(cls):
-        p = torch.zeros(3, dtype=torch.int64)
-        opt = cls([p], fused=True)
-        p.grad = torch.zeros(3, dtype=torch.int64)
-        opt.step()
-    with pytest.raises(Exception) as want:
-        attempt(getattr(torch.optim, name))
-    with pytest.raises(Exception) as got:
-        attempt(getattr(optim_nb, name))
-    assert type(got.value) is type(want.value) and str(got.value) == str(want.value)
-
-
-@pytest.mark.parametrize("name", ["RMSprop", "Adadelta"])
-def test_our_added_fused_flag_checks_what_torchs_fused_optimizers_check(name):
-    cls = getattr(optim_nb, name)
-    assert "fused" not in inspect.signature(getattr(torch.optim, name)).parameters
+@pytest.mark.parametrize("entry", OURS_ONLY, ids=str)
+def test_our_added_fused_flag_checks_what_torchs_fused_optimizers_check(entry):
+    cls = entry.cls
+    assert "fused" not in inspect.signature(entry.reference).parameters
     assert inspect.signature(cls).parameters["fused"].default is None
     p = [torch.zeros(2, requires_grad=True)]
     for kwargs in (dict(fused=True, differentiable=True), dict(fused=True, foreach=True)):
@@ -242,37 +196,12 @@ def test_our_added_fused_flag_checks_what_torchs_fused_optimizers_check(name):
             cls([z], fused=True).step()
 
 
-def test_a_fused_step_of_a_cpu_group_is_one_call():
-    ps = [torch.randn(n, requires_grad=True) for n in (5, 7, 9)]
-    for p in ps:
-        p.grad = torch.randn(p.shape)
-    opt = optim_nb.RMSprop(ps, lr=1e-2, centered=True, momentum=0.5, fused=True)
-    opt.step()
-    with OpLog() as log:
-        opt.step()
-    assert log.ops == ["optim_nb.rmsprop_.default"]
-
-
-def test_the_ulps_check_can_fail():
-    a = torch.tensor([1.0, 2.0])
-    assert ulps_of_scale(torch.nextafter(a, a + 1), a, a) == 1
-    h = torch.tensor([1.0], dtype=torch.bfloat16)
-    assert ulps_of_scale(torch.tensor([1.0078125], dtype=torch.bfloat16), h, h) == 1  # bfloat16's own ulp
-    r = fused_vs_loop(optim_nb.SGD, [(7, 3)], steps=2, lr=0.1)
-    assert r["ulps"] == 0
-
-
-TORCH_FUSED = [("SGD", dict(lr=0.05, momentum=0.9, weight_decay=1e-2)), ("Adagrad", dict(lr=0.05, lr_decay=1e-2)),
-               ("Adam", dict(lr=1e-2, amsgrad=True, weight_decay=1e-2)), ("AdamW", dict(lr=1e-2, weight_decay=0.1))]
-
-
-@pytest.mark.parametrize("name,options", TORCH_FUSED, ids=[n for n, _ in TORCH_FUSED])
-def test_like_torchs_fused_optimizer_with_a_scheduler_and_checkpoints_across(name, options):
+@pytest.mark.parametrize("entry", TORCH_FUSED, ids=str)
+def test_like_torchs_fused_optimizer_with_a_scheduler_and_checkpoints_across(entry):
     "Ours and torch's fused=True: same state_dict layout, close values, checkpoints load both ways."
-    from optim_nb.core import layer_groups, train
     def make(cls):
-        return lambda model: cls(layer_groups(model, [{}, {"lr": 0.02}]), fused=True, **options)
-    (m1, o1), (m2, o2) = train(make(getattr(optim_nb, name))), train(make(getattr(torch.optim, name)))
+        return lambda model: cls(layer_groups(model, [{}, {"lr": 0.02}]), fused=True, **entry.options)
+    (m1, o1), (m2, o2) = train(make(entry.cls)), train(make(entry.reference))
     for p, q in zip(m1.parameters(), m2.parameters()):
         torch.testing.assert_close(p, q)
     torch.testing.assert_close(o1.state_dict(), o2.state_dict())  # keys, dtypes, shapes, values

@@ -18,9 +18,11 @@ from optim_nb.stages import (BEALE, QUADRATIC, ROSENBROCK, SADDLE, STAGES, Stage
                              animate_paths, path, player_html, plot_curves, plot_paths, plot_stage, plot_sweep,
                              quadratic, sweep)
 
-OPTIMIZERS = [(optim_nb.SGD, {}), (optim_nb.SGD, {"momentum": 0.9, "nesterov": True}),
-              (optim_nb.Adagrad, {}), (optim_nb.RMSprop, {"centered": True}), (optim_nb.Adadelta, {}),
-              (optim_nb.Adam, {"amsgrad": True}), (optim_nb.AdamW, {})]
+from optim_nb.registry import REGISTRY  # noqa: E402
+
+# every optimizer with its defaults, and with the options that use all of its state
+OPTIMIZERS = [(e.cls, options) for e in REGISTRY.values()
+              for options in ({}, {k: v for k, v in e.options.items() if k != "lr"})]
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,357 @@
+"""Every optimizer of the registry against its torch.optim class: each check written once.
+
+Numbers (bit-identity on every path torch has, the fused kernel within its stated ulps), the
+signature, defaults and errors, state, dtypes and complex parameters, differentiable steps.
+What is specific to one optimizer stays in its own file (tests/test_<name>.py).
+"""
+import inspect
+import math
+import re
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from optim_nb.testing import (OpLog, assert_matches_torch, assert_same, foreach_vs_loop, fused_vs_loop, outcome,
+                              same_outcome, small_model, train)
+from registry_options import DTYPES, ENTRIES, accepts, each_entry, learning_rate, options
+
+NAN, INF = float("nan"), float("inf")
+
+
+# ------------------------------------------------------------------ bit-identity with torch
+
+@each_entry
+@settings(max_examples=50)
+@given(data=st.data(), dtype=DTYPES)
+def test_bit_identical_to_torch_over_the_option_space(entry, data, dtype):
+    "Two groups of drawn options, float32/float64, lr as a float or a tensor (and betas as tensors)."
+    first, second = data.draw(options(entry)), data.draw(options(entry))
+    if "betas" in first and data.draw(st.booleans(), "betas as tensors"):
+        first["betas"] = tuple(torch.tensor(b) for b in first["betas"])
+    second["lr"] = data.draw(learning_rate(entry, tensor=False))
+    assert_matches_torch(entry.cls, entry.reference, [first, second], dtype=dtype, lr=data.draw(learning_rate(entry)))
+
+
+@each_entry
+@settings(max_examples=25)
+@given(data=st.data(), dtype=DTYPES)
+def test_foreach_bit_identical_to_torchs_foreach(entry, data, dtype):
+    tensor_lr = accepts(entry.reference, lr=torch.tensor(0.01), foreach=True)
+    first, second = data.draw(options(entry)), data.draw(options(entry))
+    second["lr"] = data.draw(learning_rate(entry, tensor=False))
+    assert_matches_torch(entry.cls, entry.reference, [first, second], dtype=dtype,
+                         lr=data.draw(learning_rate(entry, tensor=tensor_lr)), foreach=True)
+
+
+@each_entry
+@settings(max_examples=6)
+@given(data=st.data(), dtype=DTYPES)
+def test_foreach_gives_the_loops_bits_and_state_layout(entry, data, dtype):
+    groups = [data.draw(options(entry)), data.draw(options(entry))]
+    assert foreach_vs_loop(entry.cls, groups, dtype=dtype, lr=entry.options["lr"]) == 0
+
+
+@each_entry
+def test_the_comparison_can_fail(entry):
+    def other_lr(params, **kw):
+        return entry.cls(params, **{**kw, "lr": kw["lr"] * 1.1})
+    with pytest.raises(AssertionError):
+        assert_matches_torch(other_lr, entry.reference, [{}, {}], **entry.options)
+
+
+@each_entry
+def test_foreach_is_the_path_taken_and_the_cpu_default_is_the_loop(entry):
+    params = list(small_model().parameters())
+    for foreach, expected in [(True, "foreach"), (False, "loop"), (None, "loop")]:
+        opt = entry.cls(params, foreach=foreach)
+        assert opt.path(opt.param_groups[0], params) == expected
+    assert entry.cls.update_foreach.__module__ == "optim_nb.foreach"
+
+
+def _mixed_run(cls, steps=8, **options):
+    "One group holding float32, float64 and complex64 tensors: foreach groups them by dtype."
+    torch.manual_seed(0)
+    ps = [torch.randn(3, requires_grad=True), torch.randn(2, 2, dtype=torch.float64, requires_grad=True),
+          torch.randn(4, dtype=torch.complex64, requires_grad=True)]
+    opt = cls(ps, foreach=True, **options)
+    for _ in range(steps):
+        opt.zero_grad()
+        sum((p.abs() ** 2 + p.real).sum().double() for p in ps).backward()
+        opt.step()
+    return [p.detach() for p in ps], opt.state_dict()
+
+
+@each_entry
+@pytest.mark.parametrize("variant", ["defaults", "all state, maximize"])
+def test_foreach_groups_by_dtype_and_handles_complex_as_torch(entry, variant):
+    opts = {"lr": entry.options["lr"]} if variant == "defaults" else {**entry.options, "maximize": True}
+    if accepts(entry.reference, lr=torch.tensor(0.01), foreach=True):
+        opts["lr"] = torch.tensor(opts["lr"])
+    assert_same(_mixed_run(entry.cls, **opts), _mixed_run(entry.reference, **opts))
+
+
+# ------------------------------------------------------------------ the fused kernel
+
+SHAPES = [(256, 300), (70_000,), (7, 3)]  # a matrix and a vector split between threads, one small tensor
+FUSED = [(e, i) for e in ENTRIES for i in range(len(e.fused_cases))]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("entry,case", FUSED, ids=[f"{e}-{i}" for e, i in FUSED])
+def test_fused_within_the_stated_ulps_of_the_loop_one_kernel_call_per_step(entry, case, dtype):
+    r = fused_vs_loop(entry.cls, SHAPES, steps=5, dtype=dtype, **entry.fused_cases[case])
+    assert r["ulps"] <= entry.fused_ulps, r
+    assert r["ops"] == [f"optim_nb.{entry.kernel}.default"]  # a changing lr: no new work, no allocation
+
+
+# ------------------------------------------------------------------ signature, defaults, bad input
+
+def _described(cls):
+    return [(p.name, p.kind, p.default) for p in inspect.signature(cls).parameters.values()]
+
+
+@each_entry
+def test_signature_defaults_and_unknown_arguments_are_torchs(entry):
+    ours, theirs = _described(entry.cls), _described(entry.reference)
+    # optim_nb adds `fused` where torch has none (RMSprop, Adadelta), as the last argument
+    added = [] if entry.reference_fused else [p for p in ours if p[0] == "fused"]
+    assert ours == theirs + added and all(p[2] is None for p in added)
+    w = [torch.zeros(1, requires_grad=True)]
+    assert entry.cls(w).defaults == entry.reference(w).defaults  # no `fused` key unless asked for
+    if added:
+        assert entry.cls(w, fused=True).param_groups[0]["fused"] is True
+    everyones = {name for e in ENTRIES for name in inspect.signature(e.reference).parameters} | {"lr_scheduler"}
+    for name in sorted(everyones - set(inspect.signature(entry.reference).parameters) - {p[0] for p in added}):
+        same_outcome(outcome(lambda: entry.cls(w, **{name: 0.5})), outcome(lambda: entry.reference(w, **{name: 0.5})), name)
+
+
+def _value_named(value, message):
+    "Does torch's message name the offending value? (tensors and flags: it names the problem)"
+    if isinstance(value, float):
+        return str(value) in message
+    if isinstance(value, tuple) and all(isinstance(v, float) for v in value):
+        bad = [v for v in value if not 0.0 <= v < 1.0 or math.isnan(v)]
+        return not bad or any(str(v) in message for v in bad)
+    return True
+
+
+def _is_stricter(entry, kwargs):
+    "Is `kwargs` one of the inputs we refuse on purpose although torch accepts it? (NaN equals NaN)"
+    return any(outcome(lambda: assert_same(s, kwargs))[0] == "ok" for s in entry.stricter)
+
+
+BAD = [(e, b) for e in ENTRIES for b in e.bad + e.stricter]
+
+
+@pytest.mark.parametrize("entry,bad", BAD, ids=[f"{e}-{','.join(f'{k}={v}' for k, v in b.items())}" for e, b in BAD])
+def test_bad_hyperparameter_raises_torchs_error(entry, bad):
+    w = [torch.zeros(2, requires_grad=True)]
+    if any(bad is s for s in entry.stricter):  # torch accepts this value and fails later or never; we refuse it
+        entry.reference(w, **bad)
+        with pytest.raises(ValueError) as ours:
+            entry.cls(w, **bad)
+        assert all(_value_named(v, str(ours.value)) for v in bad.values()), str(ours.value)
+        return
+    with pytest.raises(Exception) as theirs:
+        entry.reference(w, **bad)
+    with pytest.raises(theirs.type, match=re.escape(str(theirs.value))) as ours:
+        entry.cls(w, **bad)
+    for key, value in bad.items():
+        assert _value_named(value, str(ours.value)), f"{key}={value} not named in {ours.value}"
+
+
+SWEEP = [0.0, -0.0, 1.0, -1e-12, INF, -INF, NAN, 1, 0]
+
+
+@each_entry
+def test_accepts_and_rejects_exactly_what_torch_does(entry):
+    "Every numeric argument and betas, over edge values: same acceptance, same error, same defaults."
+    w = [torch.zeros(2, requires_grad=True)]
+    numeric = [p.name for p in inspect.signature(entry.reference).parameters.values()
+               if isinstance(p.default, (int, float)) and not isinstance(p.default, bool)]
+    trials = [{name: v} for name in numeric for v in SWEEP]
+    if "betas" in inspect.signature(entry.reference).parameters:
+        trials += [{"betas": b} for b in [(0.0, 0.0), (0.5, 0.999999), (INF, 0.9), (0.9, -INF),
+                                          (torch.tensor(0.9), torch.tensor(0.99))]]
+    assert len(trials) >= 20
+    for kwargs in trials:
+        if _is_stricter(entry, kwargs):
+            continue  # checked in test_bad_hyperparameter_raises_torchs_error
+        same_outcome(outcome(lambda: entry.cls(w, **kwargs).defaults),
+                     outcome(lambda: entry.reference(w, **kwargs).defaults), str(kwargs))
+
+
+@each_entry
+def test_a_bad_param_group_is_not_added(entry):
+    key, value = next((k, v) for b in entry.bad for k, v in b.items()
+                      if len(b) == 1 and k != "lr" and isinstance(v, float) and v < 0)
+    with pytest.raises(Exception) as theirs:
+        entry.reference([torch.zeros(1, requires_grad=True)], **{key: value})
+    opt = entry.cls([torch.zeros(1, requires_grad=True)], **entry.options)
+    with pytest.raises(ValueError, match=re.escape(str(theirs.value))):
+        opt.add_param_group({"params": [torch.zeros(1, requires_grad=True)], key: value})
+    assert len(opt.param_groups) == 1
+
+
+def _first_step(cls, dtype=torch.float32, later=None, **options):
+    "What the first step does (and the parameter afterwards): its result or its error."
+    p = torch.zeros(3, dtype=dtype, requires_grad=dtype.is_floating_point or dtype.is_complex)
+    made = outcome(lambda: cls([p], **options))
+    if made[0] == "error":
+        return made
+    opt = made[1]
+    opt.param_groups[0].update(later or {})  # as a scheduler might
+    p.grad = torch.ones_like(p)
+    return outcome(opt.step), p.detach().clone(), opt.state_dict()
+
+
+_T = torch.tensor
+STEP_FLAGS = {
+    "capturable": dict(capturable=True), "capturable, foreach": dict(capturable=True, foreach=True),
+    "capturable, foreach, tensor lr": dict(capturable=True, foreach=True, lr=_T(0.01)),
+    "capturable, foreach, tensor betas": dict(capturable=True, foreach=True, betas=(_T(0.9), _T(0.999))),
+    "foreach, differentiable": dict(foreach=True, differentiable=True),
+    "foreach, tensor lr set later": dict(foreach=True, later=dict(lr=_T(0.1))),
+    "foreach, tensor betas set later": dict(foreach=True, later=dict(betas=(_T(0.9), _T(0.999)))),
+    "fused, complex": dict(fused=True, dtype=torch.complex64),
+    "fused, int64": dict(fused=True, dtype=torch.int64),
+}
+
+
+@each_entry
+@pytest.mark.parametrize("flags", list(STEP_FLAGS))
+def test_errors_at_the_first_step_are_torchs(entry, flags):
+    "Refusals that torch makes at the first step: the same error, and nothing moved."
+    kwargs = dict(STEP_FLAGS[flags])
+    if "betas" in flags and "betas" not in entry.space:
+        pytest.skip("no betas")
+    if "fused" in flags and not entry.reference_fused:
+        pytest.skip("torch has no fused path (tests/test_fused.py checks ours)")
+    ours, theirs = _first_step(entry.cls, **kwargs), _first_step(entry.reference, **kwargs)
+    same_outcome(ours[0], theirs[0], flags)
+    if ours[0][0] == "error" and len(ours) > 1:
+        assert_same(ours[1], torch.zeros_like(ours[1]), "the parameter after a refused step")
+    else:
+        assert_same(ours, theirs, flags)
+
+
+# ------------------------------------------------------------------ state
+
+@each_entry
+@pytest.mark.parametrize("variant", ["defaults", "all state"])
+def test_state_names_and_creation_match_torch(entry, variant):
+    "Nothing (or torch's eager state) before the first step; then torch's names, in torch's order."
+    opts = {} if variant == "defaults" else entry.options
+
+    def run(cls):
+        torch.manual_seed(0)
+        a, frozen = torch.randn(4, requires_grad=True), torch.zeros(2, requires_grad=True)
+        opt = cls([a, frozen], **opts)
+        before = opt.state_dict()
+        a.pow(2).sum().backward()
+        opt.step()
+        return before, [list(s) for s in opt.state.values()], opt.state_dict()
+    ours = run(entry.cls)
+    assert_same(ours, run(entry.reference))
+    if variant == "all state":
+        assert ours[1][0] == list(entry.state)
+
+
+@each_entry
+def test_step_dtype_follows_the_default_dtype(entry):
+    old = torch.get_default_dtype()
+    try:
+        torch.set_default_dtype(torch.float64)
+        _, ours = train(lambda m: entry.cls(m.parameters(), **entry.options), dtype=torch.float64, steps=2)
+        _, theirs = train(lambda m: entry.reference(m.parameters(), **entry.options), dtype=torch.float64, steps=2)
+        assert_same(ours.state_dict(), theirs.state_dict())
+        if entry.kernel:  # the fused path counts in float32, as torch's fused optimizers do
+            w = torch.zeros(2, requires_grad=True)
+            w.grad = torch.ones(2)
+            opt = entry.cls([w], fused=True)
+            opt.step()
+            assert opt.state[w].get("step", torch.zeros((), dtype=torch.float32)).dtype == torch.float32
+    finally:
+        torch.set_default_dtype(old)
+
+
+@each_entry
+@pytest.mark.parametrize("foreach", [False, True])
+def test_the_gradient_is_left_as_torch_leaves_it(entry, foreach):
+    "RMSprop's rule leaves `grad` alone; SGD's Nesterov multi-tensor rule writes into it, as torch's does."
+    def grads(cls):
+        model, _ = train(lambda m: cls(m.parameters(), **entry.options, maximize=True, foreach=foreach), steps=3)
+        return [p.grad for p in model.parameters()]
+    assert_same(grads(entry.cls), grads(entry.reference))
+
+
+# ------------------------------------------------------------------ complex parameters, differentiable steps
+
+@each_entry
+@pytest.mark.parametrize("foreach", [False, True])
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128], ids=str)
+def test_complex_parameters_match_torch(entry, dtype, foreach):
+    "A complex group beside a real one that maximizes, with all of the entry's state."
+    def run(cls):
+        torch.manual_seed(0)
+        z = torch.randn(5, dtype=dtype, requires_grad=True)
+        w = torch.randn(3, requires_grad=True)
+        opt = cls([{"params": [z]}, {"params": [w], "maximize": True}], foreach=foreach, **entry.options)
+        for _ in range(8):
+            opt.zero_grad()
+            ((z - 1j) * (z - 1j).conj()).real.sum().add(w.sin().sum()).backward()
+            opt.step()
+        return z.detach(), w.detach(), opt.state_dict()
+    assert_same(run(entry.cls), run(entry.reference))
+
+
+@each_entry
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("variant", ["defaults", "all state, maximize"])
+def test_differentiable_steps_give_torchs_values_and_gradients(entry, variant, dtype):
+    """Three differentiable steps of a non-leaf parameter: the same values, state and gradients
+    w.r.t. the start (and w.r.t. lr, where torch's rule takes a tensor lr that requires grad)."""
+    opts = {} if variant == "defaults" else {**entry.options, "maximize": True}
+
+    def run(cls, lr_tensor):
+        lr = torch.tensor(entry.options["lr"], dtype=dtype, requires_grad=True)
+        w0 = torch.tensor([1.0, -2.0, 0.5], dtype=dtype, requires_grad=True)
+        w = w0.clone()  # a non-leaf parameter, as differentiable optimisation needs
+        opt = cls([w], **{**opts, "lr": lr if lr_tensor else entry.options["lr"]}, differentiable=True)
+        for _ in range(3):
+            w.grad = 3 * w - 1  # a gradient that is itself differentiable
+            opt.step()
+        # torch's own backward fails through some in-place state updates (centered RMSprop,
+        # AMSGrad): then ours must fail alike
+        grads = outcome(lambda: torch.autograd.grad(w.pow(2).sum(), (w0, lr) if lr_tensor else (w0,)))
+        return w.detach(), opt.state_dict(), grads
+    lr_tensor = outcome(lambda: run(entry.reference, True))[0] == "ok"
+    ours, theirs = run(entry.cls, lr_tensor), run(entry.reference, lr_tensor)
+    assert_same(ours[:2], theirs[:2])
+    same_outcome(ours[2], theirs[2], "gradients")
+    assert ours[2][0] == "error" or all((g != 0).any() for g in ours[2][1])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@each_entry
+@pytest.mark.parametrize("foreach", [False, True])
+@pytest.mark.parametrize("capturable", [False, True])
+def test_on_cuda_matches_torch(entry, foreach, capturable):
+    "On a GPU, loop and multi-tensor paths, with capturable (lr as a tensor on the device) where torch has it."
+    options = dict(entry.options, foreach=foreach)
+    if capturable:
+        options.update(capturable=True, lr=torch.tensor(entry.options["lr"], device="cuda"))
+
+    def run(cls):
+        torch.manual_seed(0)
+        ws = [torch.randn(16, device="cuda", requires_grad=True), torch.randn(3, 5, device="cuda", requires_grad=True)]
+        made = outcome(lambda: cls(ws, **options))
+        if made[0] == "error":
+            return made
+        for _ in range(10):
+            made[1].zero_grad()
+            sum(w.pow(2).sum() for w in ws).backward()
+            made[1].step()
+        return [w.detach() for w in ws], made[1].state_dict()
+    assert_same(run(entry.cls), run(entry.reference))
