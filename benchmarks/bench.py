@@ -5,24 +5,24 @@
     .venv/bin/python benchmarks/bench.py --markdown benchmarks/RESULTS.md
 
 For each optimizer and parameter set it prints the median step time of optim_nb and torch.optim on
-each path (loop = foreach=False, foreach = foreach=True, fused = fused=True; torch.optim's RMSprop and
-Adadelta have no fused path, so those rows time optim_nb alone), the
-ratio ours/torch, the achieved GB/s (minimal bytes per element moved by one step, see chapter 8)
+each path (loop = foreach=False, foreach = foreach=True, fused = fused=True; where torch.optim has no
+fused path, RMSprop and Adadelta, those rows time optim_nb alone), the
+ratio ours/torch, the achieved GB/s (minimal bytes per element moved by one step, see the chapter on speed, 53_speed)
 against this machine's copy bandwidth, and the bytes of optimizer state of both (which must be
 equal). The two libraries are timed alternately, round after round, so that drift in the machine's
-load hits both alike. Targets (reported, never asserted): default within 1.05x of torch's default,
+load hits both alike. The optimizers, their options, their state tensors and whether torch has a fused
+path come from the registry (optim_nb.registry); the timing helpers from optim_nb.speed. Targets (reported, never asserted): default within 1.05x of torch's default,
 our fastest within 1.10x of torch's fastest, >= 80 % of copy bandwidth on the large tensors.
 """
-import argparse, datetime, platform, statistics, sys, time
+import argparse, datetime, platform, statistics
 import torch
-import torch.utils.benchmark as tb
 import optim_nb
+from optim_nb.registry import REGISTRY
+from optim_nb.speed import bytes_per_element, copy_bandwidth, step_seconds, timed_optimizer, update_bandwidth
 
-# float32 tensors per element and step that the rule must read and write (p, g and each state)
-STATE_TENSORS = {"SGD": 1, "Adagrad": 1, "RMSprop": 1, "Adadelta": 2, "Adam": 2, "AdamW": 2}
-OPTIONS = {"SGD": dict(lr=0.01, momentum=0.9), "Adagrad": dict(lr=0.01), "RMSprop": dict(lr=0.01),
-           "Adadelta": dict(lr=1.0), "Adam": dict(lr=1e-3), "AdamW": dict(lr=1e-3)}
-TORCH_FUSED = {"SGD", "Adagrad", "Adam", "AdamW"}  # torch.optim classes with a `fused` argument
+# What one timed call of a row does, by kind: a function (optimizer, min_run_time) -> median seconds.
+# A new kind of row (a GradScaler step, say) is one more function here, chosen with --kinds.
+KINDS = {"step": step_seconds}
 
 RESNET18 = ([(64, 3, 7, 7)] + [(64,)] * 2 + [(64, 64, 3, 3), (64,), (64,)] * 4
             + [(128, 64, 3, 3), (128,), (128,), (128, 128, 3, 3), (128,), (128,), (128, 64, 1, 1), (128,), (128,)]
@@ -39,32 +39,6 @@ def param_sets(quick):
     return {"large": [(n,)] * 4, "resnet18": RESNET18, "small": small}
 
 
-def copy_bandwidth(numel=1 << 24):
-    "GB/s of a large float32 `copy_` (one read and one write per element)."
-    x, y = torch.randn(numel), torch.empty(numel)
-    t = tb.Timer("y.copy_(x)", globals=dict(x=x, y=y)).blocked_autorange(min_run_time=1.0).median
-    return 2 * 4 * numel / t / 1e9
-
-
-def update_bandwidth(numel=1 << 24):
-    "GB/s of `x.add_(y)`: read x and y, write x, no write-allocate; the real roof of an update."
-    x, y = torch.randn(numel), torch.randn(numel)
-    t = tb.Timer("x.add_(y)", globals=dict(x=x, y=y)).blocked_autorange(min_run_time=1.0).median
-    return 3 * 4 * numel / t / 1e9
-
-
-def make(lib, name, shapes, path):
-    gen = torch.Generator().manual_seed(0)
-    params = [torch.randn(s, generator=gen).requires_grad_() for s in shapes]
-    for p in params:
-        p.grad = torch.randn(p.shape, generator=gen) * 1e-3
-    flags = {"loop": dict(foreach=False), "foreach": dict(foreach=True), "fused": dict(fused=True)}[path]
-    opt = getattr(lib, name)(params, **OPTIONS[name], **flags)
-    for _ in range(3):  # state created, first steps (and compiles) done before timing
-        opt.step()
-    return opt
-
-
 def state_bytes(opt):
     return sum(t.numel() * t.element_size() for s in opt.state.values() for t in s.values()
                if torch.is_tensor(t) and t.dim() > 0)
@@ -76,50 +50,61 @@ def fmt(x, scale, spec):
     return "—".rjust(width) if x is None else format(x * scale, spec)
 
 
-def run(names, sets, rounds, min_time, paths=("loop", "foreach", "fused")):
-    bw = copy_bandwidth()
+def label(row):
+    "The path of a row, and its kind where it is not a plain step."
+    return row["path"] if row["kind"] == "step" else f"{row['path']}, {row['kind']}"
+
+
+def run(names, sets, rounds, min_time, paths=("loop", "foreach", "fused"), kinds=("step",)):
+    bw, rmw = copy_bandwidth(1 << 24, 1.0), update_bandwidth(1 << 24, 1.0)
     rows = []
-    rmw = update_bandwidth()
     print(f"copy bandwidth: {bw:.1f} GB/s, x.add_(y): {rmw:.1f} GB/s  "
           f"(torch {torch.__version__}, {torch.get_num_threads()} threads)")
     print("(% copy can pass 100: copy_ also reads its destination (write-allocate); an update writes only what it read)")
     print(f"{'optimizer':9} {'params':8} {'path':7} {'ours ms':>9} {'torch ms':>9} {'ratio':>6} "
           f"{'ours GB/s':>9} {'% copy':>6} {'state ours/torch MB':>20}")
     for name in names:
+        entry = REGISTRY[name]
         for set_name, shapes in sets.items():
             numel = sum(torch.Size(s).numel() for s in shapes)
-            moved = (3 + 2 * STATE_TENSORS[name]) * 4 * numel
-            for path in paths:
-                t0 = time.time()
-                ours = make(optim_nb, name, shapes, path)
-                theirs = make(torch.optim, name, shapes, path) if path != "fused" or name in TORCH_FUSED else None
-                setup = time.time() - t0
-                contenders = (("ours", ours),) + ((("torch", theirs),) if theirs else ())
-                times = {"ours": [], "torch": []}
-                for _ in range(rounds):  # interleaved: ours, torch, ours, torch, ...
-                    for who, opt in contenders:
-                        m = tb.Timer("opt.step()", globals=dict(opt=opt)).blocked_autorange(min_run_time=min_time)
-                        times[who].append(m.median)
-                a = statistics.median(times["ours"])
-                b = statistics.median(times["torch"]) if theirs else None
-                sa = state_bytes(ours)
-                sb = state_bytes(theirs) if theirs else state_bytes(make(torch.optim, name, shapes, "loop"))
-                row = dict(optimizer=name, params=set_name, path=path, ours=a, torch=b,
-                           ratio=a / b if b else None, gbs=moved / a / 1e9,
-                           torch_gbs=moved / b / 1e9 if b else None, pct=100 * moved / a / 1e9 / bw,
-                           state_ours=sa, state_torch=sb, setup=setup)
-                rows.append(row)
-                print(f"{name:9} {set_name:8} {path:7} {a*1e3:9.3f} {fmt(b, 1e3, '9.3f')} {fmt(row['ratio'], 1, '6.2f')} "
-                      f"{row['gbs']:9.1f} {row['pct']:5.0f}% {sa/1e6:9.1f} / {sb/1e6:<9.1f}"
-                      + ("" if sa == sb else "  STATE DIFFERS"), flush=True)
+            moved = bytes_per_element(entry.state_tensors) * numel
+            for kind in kinds:
+                for path in paths:
+                    row = time_row(entry, kind, path, shapes, rounds, min_time)
+                    row.update(optimizer=name, params=set_name, gbs=moved / row["ours"] / 1e9,
+                               torch_gbs=moved / row["torch"] / 1e9 if row["torch"] else None,
+                               pct=100 * moved / row["ours"] / 1e9 / bw)
+                    rows.append(row)
+                    sa, sb = row["state_ours"], row["state_torch"]
+                    print(f"{name:9} {set_name:8} {label(row):7} {row['ours']*1e3:9.3f} {fmt(row['torch'], 1e3, '9.3f')} "
+                          f"{fmt(row['ratio'], 1, '6.2f')} {row['gbs']:9.1f} {row['pct']:5.0f}% {sa/1e6:9.1f} / {sb/1e6:<9.1f}"
+                          + ("" if sa == sb else "  STATE DIFFERS"), flush=True)
     return (bw, rmw), rows
+
+
+def time_row(entry, kind, path, shapes, rounds, min_time):
+    "One row: optim_nb and torch.optim (where torch has the path) timed alternately, round after round."
+    timer = KINDS[kind]
+    ours = timed_optimizer(optim_nb, entry.name, shapes, path, **entry.bench_options)
+    has_path = path != "fused" or entry.reference_fused
+    theirs = timed_optimizer(torch.optim, entry.name, shapes, path, **entry.bench_options) if has_path else None
+    contenders = (("ours", ours),) + ((("torch", theirs),) if theirs else ())
+    times = {"ours": [], "torch": []}
+    for _ in range(rounds):  # interleaved: ours, torch, ours, torch, ...
+        for who, opt in contenders:
+            times[who].append(timer(opt, min_time))
+    a = statistics.median(times["ours"])
+    b = statistics.median(times["torch"]) if theirs else None
+    sb = state_bytes(theirs or timed_optimizer(torch.optim, entry.name, shapes, "loop", **entry.bench_options))
+    return dict(kind=kind, path=path, ours=a, torch=b, ratio=a / b if b else None,
+                state_ours=state_bytes(ours), state_torch=sb)
 
 
 def summary(rows):
     lines = []
     for name in dict.fromkeys(r["optimizer"] for r in rows):
         for set_name in dict.fromkeys(r["params"] for r in rows):
-            rs = [r for r in rows if r["optimizer"] == name and r["params"] == set_name]
+            rs = [r for r in rows if r["optimizer"] == name and r["params"] == set_name and r["kind"] == "step"]
             if not rs:
                 continue
             default = next((r for r in rs if r["path"] == "loop"), None)  # torch's CPU default: the loop
@@ -145,7 +130,7 @@ def markdown(bws, rows, lines):
            "| optimizer | params | path | ours ms | torch ms | ratio | ours GB/s | torch GB/s | % of copy | state bytes equal |",
            "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
-        out.append(f"| {r['optimizer']} | {r['params']} | {r['path']} | {r['ours']*1e3:.3f} | {fmt(r['torch'], 1e3, '.3f')} | "
+        out.append(f"| {r['optimizer']} | {r['params']} | {label(r)} | {r['ours']*1e3:.3f} | {fmt(r['torch'], 1e3, '.3f')} | "
                    f"{fmt(r['ratio'], 1, '.2f')} | {r['gbs']:.1f} | {fmt(r['torch_gbs'], 1, '.1f')} | {r['pct']:.0f} % | "
                    f"{'yes' if r['state_ours'] == r['state_torch'] else 'NO'} |")
     out += ["", "Targets: default (loop on CPU) within 1.05× of torch's default; our fastest within 1.10× of "
@@ -163,16 +148,17 @@ def main(argv=None):
     ap.add_argument("--optimizers", default=None, help="comma-separated, e.g. SGD,Adam")
     ap.add_argument("--sets", default=None, help="comma-separated subset of large,resnet18,small")
     ap.add_argument("--paths", default="loop,foreach,fused", help="comma-separated subset of loop,foreach,fused")
+    ap.add_argument("--kinds", default="step", help=f"comma-separated subset of {','.join(KINDS)}")
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds per case")
     ap.add_argument("--markdown", default=None, help="also write the table to this file")
     args = ap.parse_args(argv)
     names = args.optimizers.split(",") if args.optimizers else (
-        ["SGD", "Adam"] if args.quick else list(STATE_TENSORS))
+        ["SGD", "Adam"] if args.quick else list(REGISTRY))
     sets = param_sets(args.quick)
     if args.sets:
         sets = {k: sets[k] for k in args.sets.split(",")}
     rounds = args.rounds or (3 if args.quick else 5)
-    bw, rows = run(names, sets, rounds, 0.1 if args.quick else 0.2, args.paths.split(","))
+    bw, rows = run(names, sets, rounds, 0.1 if args.quick else 0.2, args.paths.split(","), args.kinds.split(","))
     lines = summary(rows)
     print("\noptimizer params    default  fastest(ours/torch)  ratio  best %copy")
     for l in lines:
