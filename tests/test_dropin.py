@@ -24,10 +24,6 @@ NAN, INF = float("nan"), float("inf")
 case_param = pytest.mark.parametrize("case", ENTRIES, ids=str)
 
 
-def mlp(seed=0, dtype=torch.float32):
-    return small_model(dtype, seed)
-
-
 def cls_of(case, impl):
     return case.cls if impl == "ours" else case.reference
 
@@ -73,11 +69,11 @@ def test_checkpoint_resumes_across_implementations(case, first, second):
     """Train with `first`, save model and optimizer with torch.save, load into `second` built on a
     fresh model, go on: the same parameters and state as torch.optim trained without a break."""
     data = batches(8)
-    reference = mlp()
+    reference = small_model()
     ref_opt = make(case, "theirs", reference)
     train(reference, ref_opt, data)
 
-    model = mlp()
+    model = small_model()
     opt = make(case, first, model)
     train(model, opt, data[:4])
     buffer = io.BytesIO()
@@ -85,7 +81,7 @@ def test_checkpoint_resumes_across_implementations(case, first, second):
     buffer.seek(0)
     checkpoint = torch.load(buffer, weights_only=True)  # plain data: no optim_nb class inside
 
-    resumed = mlp(seed=123)
+    resumed = small_model(seed=123)
     resumed.load_state_dict(checkpoint["model"])
     opt2 = make(case, second, resumed)
     opt2.load_state_dict(checkpoint["optimizer"])
@@ -117,10 +113,10 @@ def _snapshot(opt):
 @pytest.mark.parametrize("how", ["one group fewer", "one group more", "one param fewer", "one param more"])
 def test_a_checkpoint_that_does_not_fit_is_refused_and_changes_nothing(case, how):
     def run(impl):
-        source_model = mlp(seed=5)
+        source_model = small_model(seed=5)
         source = case.reference(_layout(source_model, how), **case.options)
         train(source_model, source, batches(2, seed=7))
-        model = mlp()
+        model = small_model()
         opt = make(case, impl, model)
         train(model, opt, batches(2))
         before = _snapshot(opt)
@@ -137,11 +133,11 @@ def test_a_checkpoint_that_does_not_fit_is_refused_and_changes_nothing(case, how
 def test_a_checkpoint_from_an_older_torch_loads(case):
     """Checkpoints written by older torch versions lack the group keys added since (torch's
     __setstate__ fills them in) and may hold `step` as a Python number (before torch 1.12)."""
-    source_model = mlp()
+    source_model = small_model()
     source = make(case, "theirs", source_model)
     train(source_model, source, batches(3))
     old = source.state_dict()
-    probe = make(case, "theirs", mlp())
+    probe = make(case, "theirs", small_model())
     restored = set()
     for key in old["param_groups"][0]:  # the keys torch restores when a checkpoint lacks them
         if key == "params":
@@ -160,7 +156,7 @@ def test_a_checkpoint_from_an_older_torch_loads(case):
     assert restored, "torch restores no key: nothing to test"
 
     def run(impl):
-        model = mlp()
+        model = small_model()
         model.load_state_dict(source_model.state_dict())
         opt = make(case, impl, model)
         loaded = outcome(lambda: opt.load_state_dict(copy.deepcopy(old)))
@@ -214,7 +210,7 @@ SCHEDULER_RUNS = [(n, "float") for n in SCHEDULERS] + [
 def test_lr_scheduler_matches_torch(case, name, lr_kind):
 
     def run(impl):
-        model = mlp()
+        model = small_model()
         lr = case.options["lr"]
         opt = make(case, impl, model, lr=torch.tensor(lr) if lr_kind == "tensor" else lr)
         with warnings.catch_warnings(record=True) as caught:
@@ -243,7 +239,7 @@ def test_lr_scheduler_matches_torch(case, name, lr_kind):
 @case_param
 def test_grad_scaler_skips_a_step_with_inf_or_nan_like_torch(case):
     def run(impl):
-        model = mlp()
+        model = small_model()
         opt = make(case, impl, model)
         scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10, growth_interval=2)
         trace = []
@@ -273,7 +269,7 @@ def test_grad_scaler_skips_a_step_with_inf_or_nan_like_torch(case):
 @case_param
 def test_step_and_state_dict_hooks_run_like_torchs(case):
     def run(impl):
-        model = mlp()
+        model = small_model()
         opt = make(case, impl, model)
         log, inject = [], []
 
@@ -330,7 +326,7 @@ def test_step_and_state_dict_hooks_run_like_torchs(case):
 @pytest.mark.parametrize("set_to_none", [True, False])
 def test_zero_grad_like_torch(case, set_to_none):
     def run(impl):
-        model = mlp()
+        model = small_model()
         opt = make(case, impl, model)
         seen = []
         for i, batch in enumerate(batches(6)):
@@ -348,7 +344,7 @@ def test_zero_grad_like_torch(case, set_to_none):
 @case_param
 def test_closure_like_torch(case):
     def run(impl):
-        model = mlp()
+        model = small_model()
         opt = make(case, impl, model)
         calls, losses = [], []
         for batch in batches(4):
@@ -387,7 +383,7 @@ def test_a_copied_optimizer_goes_on_like_the_original(case, how):
         return torch.load(buffer, weights_only=False)
 
     def run(impl):
-        model = mlp()
+        model = small_model()
         opt = make(case, impl, model)
         train(model, opt, data[:3])
         model2, opt2 = copied((model, opt))
@@ -404,7 +400,7 @@ def test_a_copied_optimizer_goes_on_like_the_original(case, how):
 @case_param
 def test_add_param_group_mid_training_like_torch(case):
     def run(impl):
-        model = mlp()
+        model = small_model()
         opt = cls_of(case, impl)(model[0].parameters(), **case.options)
         train(model, opt, batches(3))
         opt.add_param_group({"params": model[2].parameters(), "lr": case.options["lr"] * 0.5})
@@ -491,9 +487,9 @@ def test_sparse_gradients_like_torch(case, weight_decay):
 
 def test_a_resumed_run_that_drops_the_optimizer_state_is_caught():
     data, case = batches(6), ENTRIES[0]
-    reference = mlp()
+    reference = small_model()
     train(reference, make(case, "theirs", reference), data)
-    model = mlp()
+    model = small_model()
     train(model, make(case, "ours", model), data[:3])
     train(model, make(case, "ours", model), data[3:])  # a fresh optimizer: momentum lost
     with pytest.raises(AssertionError):
