@@ -149,6 +149,8 @@ class Optimizer(torch.optim.Optimizer):
                 raise RuntimeError("`fused` does not support `differentiable`")
             if defaults.get("foreach"):
                 raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+            # as torch's fused optimizers: GradScaler hands the step its scale and found-inf flag
+            self._step_supports_amp_scaling = True
         super().__init__(params, defaults)
 
     def validate(self, h: dict):
@@ -255,6 +257,11 @@ class Optimizer(torch.optim.Optimizer):
                      "found_inf": getattr(self, "found_inf", None)}
         else:
             rule = self.update if path == "loop" else self.update_foreach
+            scale, found_inf = getattr(self, "grad_scale", None), getattr(self, "found_inf", None)
+            if found_inf is not None and found_inf.item() == 1:  # fused=True where no kernel runs:
+                return                                           # GradScaler's part as a kernel's
+            if scale is not None:
+                torch._foreach_div_([p.grad for p in params], scale)
             grads = [-p.grad for p in params] if group.get("maximize") else [p.grad for p in params]
         h = self.hyperparams(rule, group)
         if path == "loop":

@@ -246,8 +246,8 @@ def missing_toolchain() -> list:
     "What of the kernels' toolchain this machine lacks: the C++ compiler torch would call, ninja."
     from torch.utils.cpp_extension import is_ninja_available
     compiler = os.environ.get("CXX", "c++")
-    missing = [] if shutil.which(compiler) else [f"a C++ compiler ({compiler})"]
-    return missing + ([] if is_ninja_available() else ["ninja"])
+    missing = [] if shutil.which(compiler) else [f"a C++ compiler ({compiler}; e.g. g++)"]
+    return missing + ([] if is_ninja_available() else ["ninja (pip install ninja)"])
 
 _fused_built: set = set()
 
@@ -257,8 +257,8 @@ def fused_library(name: str, source: str):
         if missing := missing_toolchain():
             raise FusedUnavailable(
                 f"fused=True compiles optim_nb's C++ kernels and needs {' and '.join(missing)}, "
-                "which this machine lacks. Use foreach=True or the default (fused=None) instead, "
-                "or install the missing tools (e.g. pip install ninja; a C++ compiler such as g++).")
+                "which this machine lacks. Install it, or use foreach=True or the default "
+                "(fused=None) instead.")
         from torch.utils.cpp_extension import load_inline
         load_inline(f"optim_nb_{name}_{_processor()}", [source], is_python_module=False,
                     extra_cflags=["-O3", "-march=native", "-fno-math-errno", "-ffp-contract=off",
