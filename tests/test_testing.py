@@ -26,7 +26,8 @@ def test_assert_same_compares_nan_aware_bit_for_bit():
     (torch.tensor([1.0]), torch.tensor([1.0], dtype=torch.float64)),            # dtype
     (torch.tensor(1.0), torch.tensor([1.0])),                                   # shape
     (torch.tensor([1.0, 0.0]).to_sparse(), torch.tensor([1.0, 0.0])),           # layout
-    (torch.sparse_coo_tensor([[0, 1]], [1.0, 2.0], (3,)), torch.sparse_coo_tensor([[0, 2]], [1.0, 2.0], (3,))),
+    (torch.sparse_coo_tensor([[0, 1]], [1.0, 2.0], (3,), check_invariants=True),
+     torch.sparse_coo_tensor([[0, 2]], [1.0, 2.0], (3,), check_invariants=True)),
     ({"a": 1}, {"a": 1, "b": 2}), ([1.0], (1.0,)), ([1.0], [1.0, 2.0]), (1, 1.0), (NAN, 1.0), (1.0, NAN),
     (torch.tensor(1.0), 1.0)], ids=lambda x: type(x).__name__)
 def test_assert_same_sees_dtype_shape_layout_keys_types(a, b):
