@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench.py            # the full table (a few minutes, compiles once)
     .venv/bin/python benchmarks/bench.py --quick    # smaller tensors, two optimizers
     .venv/bin/python benchmarks/bench.py --markdown benchmarks/RESULTS.md
+    .venv/bin/python benchmarks/bench.py --paths fused --kinds step,grad_scaler   # under GradScaler too
 
 For each optimizer and parameter set it prints the median step time of optim_nb and torch.optim on
 each path (loop = foreach=False, foreach = foreach=True, fused = fused=True; where torch.optim has no
@@ -18,11 +19,23 @@ import argparse, datetime, platform, statistics
 import torch
 import optim_nb
 from optim_nb.registry import REGISTRY
-from optim_nb.speed import bytes_per_element, copy_bandwidth, step_seconds, timed_optimizer, update_bandwidth
+from optim_nb.speed import (bytes_per_element, copy_bandwidth, seconds, step_seconds, timed_optimizer,
+                            update_bandwidth)
+
+
+def grad_scaler_seconds(opt, min_run_time: float = 0.2) -> float:
+    """Median seconds of `scaler.step(opt); scaler.update()` under torch.amp.GradScaler. The scale is
+    kept at 1 so that the gradients keep their values from call to call, while every call still
+    takes the AMP path: the inf check, and the unscaling (in the kernel for fused=True, where the
+    optimizer sets `_step_supports_amp_scaling`; by GradScaler.unscale_ before the step otherwise)."""
+    scaler = torch.amp.GradScaler("cpu", init_scale=1.0, growth_interval=1 << 30)
+    scaler.scale(torch.ones(()))  # GradScaler makes its scale tensor on first use
+    return seconds("scaler.step(opt); scaler.update()", min_run_time, opt=opt, scaler=scaler)
+
 
 # What one timed call of a row does, by kind: a function (optimizer, min_run_time) -> median seconds.
-# A new kind of row (a GradScaler step, say) is one more function here, chosen with --kinds.
-KINDS = {"step": step_seconds}
+# A new kind of row is one more function here, chosen with --kinds.
+KINDS = {"step": step_seconds, "grad_scaler": grad_scaler_seconds}
 
 RESNET18 = ([(64, 3, 7, 7)] + [(64,)] * 2 + [(64, 64, 3, 3), (64,), (64,)] * 4
             + [(128, 64, 3, 3), (128,), (128,), (128, 128, 3, 3), (128,), (128,), (128, 64, 1, 1), (128,), (128,)]

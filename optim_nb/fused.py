@@ -186,7 +186,7 @@ def cpp_type(schema_type: str) -> str:
 # GradScaler's scale and its found-inf flag, the last two arguments of every kernel (None without it)
 AMP_ARGS = (("Tensor?", "grad_scale"), ("Tensor?", "found_inf"))
 
-def _wrap(items: list, newline: str, width: int = 88) -> str:
+def _wrap(items: list, newline: str, width: int = 80) -> str:
     "`items` joined by commas, a line broken (by `newline`, which ends with its indent) before `width`."
     lines = [items[0]]
     for item in items[1:]:
