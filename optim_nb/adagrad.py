@@ -32,7 +32,7 @@ def _sparse_adagrad(param: Tensor, grad: Tensor, state_sum: Tensor, clr, eps):
 
 # %% ../chapters/11_adagrad.ipynb #c009
 def adagrad_update(param: Tensor, grad: Tensor, state: dict, *, lr, lr_decay, weight_decay, eps):
-    "One Adagrad step on `param` in place: t ← t+1, L2, G ← G + g², θ ← θ - lr_t·g/(√G + ε)."
+    "One Adagrad step on `param` in place: t ← t+1, L2, G ← G + g², θ ← θ - clr·g/(√G + ε)."
     state["step"] += 1
     step = state["step"].item()
     if weight_decay != 0:
@@ -46,21 +46,21 @@ class Adagrad(Optimizer):
 
     A drop-in for `torch.optim.Adagrad` (torch 2.13): same signature, defaults, errors, state
     (`step` and `sum`, created in the constructor for every parameter) and bit-identical
-    results, sparse gradients included. With ε = lr, η = lr_decay, λ = weight_decay,
-    τ = initial_accumulator_value and ε' = eps:
+    results, sparse gradients included. With γ = lr, η = lr_decay, λ = weight_decay,
+    τ = initial_accumulator_value and ε = eps:
 
         G ← τ (once);  t ← t + 1
         g ← ∇f(θ) (negated if maximize);  g ← g + λθ
-        G ← G + g²;  θ ← θ - ε/(1 + (t-1)η) · g / (√G + ε')
+        G ← G + g²;  θ ← θ - γ/(1 + (t-1)η) · g / (√G + ε)
 
     Args:
         params: iterable of parameters, named parameters or parameter-group dicts.
-        lr: learning rate ε, a float or a one-element tensor (default 1e-2).
+        lr: learning rate γ, a float or a one-element tensor (default 1e-2).
         lr_decay: η ≥ 0, the rate of step t is lr / (1 + (t-1)·η) (default 0).
         weight_decay: L2 penalty λ ≥ 0; not allowed with sparse gradients (default 0).
         initial_accumulator_value: τ ≥ 0, the starting value of `sum`; as in torch it is read
             from the constructor only, not from parameter groups (default 0).
-        eps: ε' ≥ 0 added to √G (default 1e-10).
+        eps: ε ≥ 0 added to √G (default 1e-10).
         foreach: True runs the multi-tensor rule `adagrad_update_foreach` (one
             `torch._foreach_*` call per operation for the whole group; not with differentiable);
             None picks as torch does, the multi-tensor rule on CUDA and the per-parameter loop
@@ -69,7 +69,7 @@ class Adagrad(Optimizer):
         differentiable: run the step with autograd enabled, so gradients flow through it.
         fused: checked as in torch (floating-point dense real parameters on a supported
             device); True runs the C++ kernel `adagrad_`, one pass over memory per parameter
-            (chapter "Making the update fast"), on CPU tensors (elsewhere the multi-tensor rule);
+            (chapter "The fused kernels"), on CPU tensors (elsewhere the multi-tensor rule);
             it agrees with the loop to a few ulps, not bit for bit.
 
     Example:

@@ -113,7 +113,7 @@ class Adam(Optimizer):
             and differentiable=True is refused, as in torch); None picks as torch does, the
             multi-tensor rule on CUDA and the per-parameter loop on the CPU (default None).
         fused: validated as in torch; True runs the C++ kernel `adam_`, one pass over memory per
-            parameter (chapter "Making the update fast"), on CPU tensors (elsewhere the
+            parameter (chapter "The fused kernels"), on CPU tensors (elsewhere the
             multi-tensor rule); it agrees with the loop to a few ulps, not bit for bit (torch's
             fused CPU kernel also rounds differently from its default path).
         maximize: maximise the objective instead of minimising it (default False).

@@ -82,13 +82,13 @@ def adagrad_update_foreach(params: list, grads: list, states: list, *, lr, lr_de
         minus_clr = [-lr / (1 + (t - 1) * lr_decay) for t in t64]
         torch._foreach_addcmul_(ss, gs, gs, value=1)                 # G ← G + g²
         std = torch._foreach_sqrt(ss)
-        torch._foreach_add_(std, eps)                                # √G + ε'
+        torch._foreach_add_(std, eps)                                # √G + ε
         if weight_decay != 0:  # gs is our own copy: scale it in place
             torch._foreach_mul_(gs, minus_clr)
             numerator = gs
         else:
             numerator = torch._foreach_mul(gs, minus_clr)
-        torch._foreach_addcdiv_(ps, numerator, std)                  # θ ← θ + (-lr_t·g)/(√G + ε')
+        torch._foreach_addcdiv_(ps, numerator, std)                  # θ ← θ + (-clr·g)/(√G + ε)
 
 # %% ../chapters/51_foreach.ipynb #c030
 Adagrad.update_foreach = staticmethod(adagrad_update_foreach)

@@ -54,7 +54,7 @@ class SGD(Optimizer):
             call per operation for the whole group); None picks as torch does, the multi-tensor
             rule on CUDA and the per-parameter loop on the CPU (default None).
         fused: True runs the C++ kernel `sgd_`, one pass over memory per parameter (chapter
-            "Making the update fast"); CPU tensors only (elsewhere the multi-tensor rule), sparse
+            "The fused kernels"); CPU tensors only (elsewhere the multi-tensor rule), sparse
             gradients refused as in torch; agrees with the loop to a few ulps, not bit for bit.
         differentiable: run the step with autograd enabled, so gradients flow through it.
 
