@@ -21,9 +21,7 @@ def adam_weight_decay(param: Tensor, grad: Tensor, *, lr, weight_decay, decouple
     if decoupled_weight_decay:
         param.mul_(1 - lr * weight_decay)
         return grad
-    if isinstance(weight_decay, Tensor) and not differentiable:  # torch's Adam: autograd sees λ
-        weight_decay = weight_decay.detach()                        # only with differentiable=True
-    return add_l2(grad, param, weight_decay)
+    return add_l2(grad, param, weight_decay, autograd_decay=differentiable)  # as torch's Adam
 
 # %% ../chapters/14_adam.ipynb #c021
 def adam_moments(exp_avg: Tensor, exp_avg_sq: Tensor, grad: Tensor, *, beta1, beta2):

@@ -53,12 +53,15 @@ def _many(x) -> bool:
     "Lists of tensors (a multi-tensor rule) rather than one tensor (the loop)."
     return isinstance(x, (list, tuple))
 
-def add_l2(grad, param, weight_decay):
-    "The L2-penalised gradient g + λθ, out of place; tensors or lists of tensors."
+def add_l2(grad, param, weight_decay, autograd_decay: bool = False):
+    """The L2-penalised gradient g + λθ, out of place; tensors or lists of tensors. With
+    `autograd_decay` (torch's SGD, and Adam with differentiable=True) a λ that requires grad is
+    multiplied in with `addcmul_`, so autograd sees it; elsewhere torch passes λ as `alpha`, which
+    refuses such a tensor with a TypeError, and so does this."""
     if _many(grad):
         return torch._foreach_add(grad, param, alpha=weight_decay)
-    if isinstance(weight_decay, Tensor) and weight_decay.requires_grad:
-        return grad.addcmul_(param.clone(), weight_decay)  # torch's form when autograd must see λ
+    if autograd_decay and isinstance(weight_decay, Tensor) and weight_decay.requires_grad:
+        return grad.addcmul_(param.clone(), weight_decay)
     return grad.add(param, alpha=weight_decay)
 
 def ema_(avg, x, beta):

@@ -14,7 +14,7 @@ def sgd_update(param: Tensor, grad: Tensor, state: dict, *, lr, momentum, dampen
                weight_decay, nesterov):
     "One SGD step on `param` in place: L2, then momentum buffer, then θ ← θ - lr·s."
     if weight_decay != 0:
-        grad = add_l2(grad, param, weight_decay)
+        grad = add_l2(grad, param, weight_decay, autograd_decay=True)
     if momentum != 0:
         buf = state.get("momentum_buffer")
         if buf is None:  # b_1 = g_1: torch starts the buffer at the first gradient

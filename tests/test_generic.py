@@ -216,6 +216,9 @@ STEP_FLAGS = {
     "foreach, tensor betas set later": dict(foreach=True, later=dict(betas=(_T(0.9), _T(0.999)))),
     "fused, complex": dict(fused=True, dtype=torch.complex64),
     "fused, int64": dict(fused=True, dtype=torch.int64),
+    # λ as a tensor: torch passes it as `alpha` (a TypeError if it requires grad), except SGD's addcmul_
+    "tensor weight_decay": dict(weight_decay=_T(0.1)),
+    "tensor weight_decay that requires grad": dict(weight_decay=_T(0.1, requires_grad=True)),
 }
 
 
