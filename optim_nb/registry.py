@@ -37,6 +37,8 @@ class Entry:
     reference_fused: bool = False  # the torch.optim class has fused=True
     bench_options: dict = field(default_factory=dict)  # options of the benchmark
     state_tensors: int = 0         # state tensors of the parameter's size with `bench_options`
+    chapter: str = ""              # the chapter that derives it (a document of _toc.yml)
+    summary: str = ""              # what it adds, in one line (the book's front page lists it)
 
     def __str__(self):
         return self.name
@@ -72,7 +74,7 @@ _ADAM_FUSED = dict(kernel="adam_", fused_ulps=8, reference_fused=True, momentum_
                    bench_options=dict(lr=1e-3), state_tensors=2)
 
 REGISTRY = {e.name: e for e in [
-    Entry("SGD", SGD, torch.optim.SGD,
+    Entry("SGD", SGD, torch.optim.SGD, chapter="10_sgd", summary="momentum, dampening, Nesterov and weight decay.",
           options=dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3), state=("momentum_buffer",),
           space=dict(momentum=[0.0, 0.5, 0.9, 0.99, (0.0, 0.999)], nesterov=_FLAG,
                      dampening=[0.0, 0.1, 0.5, (0.0, 1.0)], weight_decay=_DECAY, maximize=_FLAG),
@@ -84,7 +86,7 @@ REGISTRY = {e.name: e for e in [
           fused_cases=[dict(lr=0.1), dict(lr=0.1, momentum=0.9, weight_decay=1e-2),
                        dict(lr=0.1, momentum=0.9, nesterov=True, maximize=True), dict(lr=0.1, momentum=0.5, dampening=0.3)],
           bench_options=dict(lr=0.01, momentum=0.9), state_tensors=1),
-    Entry("Adagrad", Adagrad, torch.optim.Adagrad,
+    Entry("Adagrad", Adagrad, torch.optim.Adagrad, chapter="11_adagrad", summary="per-coordinate learning rates from the accumulated squared gradient.",
           options=dict(lr=0.05, lr_decay=1e-2, weight_decay=1e-3, initial_accumulator_value=0.1), state=("step", "sum"),
           space=dict(lr_decay=[0.0, 0.01, 0.5, (0.0, 1.0)], weight_decay=_DECAY, eps=[1e-10, 1e-8, 1e-3, (0.0, 0.1)],
                      initial_accumulator_value=[0.0, 0.1, (0.0, 2.0)], maximize=_FLAG),
@@ -96,7 +98,7 @@ REGISTRY = {e.name: e for e in [
           fused_cases=[dict(lr=0.1, lr_decay=1e-3), dict(lr=0.1, weight_decay=1e-2, maximize=True, initial_accumulator_value=0.1),
                        dict(lr=0.1, lr_decay=1e-3, weight_decay=1e-2)],
           bench_options=dict(lr=0.01), state_tensors=1),
-    Entry("RMSprop", RMSprop, torch.optim.RMSprop,
+    Entry("RMSprop", RMSprop, torch.optim.RMSprop, chapter="12_rmsprop", summary="a running average instead of a sum, so the step stops shrinking.",
           options=dict(lr=0.01, alpha=0.9, momentum=0.5, centered=True, weight_decay=1e-3),
           state=("step", "square_avg", "momentum_buffer", "grad_avg"),
           space=dict(alpha=[0.0, 0.9, 0.99, 0.999, (0.0, 1.0)], eps=[1e-8, 1e-3, (1e-10, 0.1)], weight_decay=_DECAY,
@@ -110,7 +112,7 @@ REGISTRY = {e.name: e for e in [
                        dict(lr=1e-2, centered=True, momentum=0.9, maximize=True),
                        dict(lr=1e-2, centered=True, momentum=0.9, weight_decay=1e-2)],
           bench_options=dict(lr=0.01), state_tensors=1),
-    Entry("Adadelta", Adadelta, torch.optim.Adadelta,
+    Entry("Adadelta", Adadelta, torch.optim.Adadelta, chapter="13_adadelta", summary="steps in the units of the parameters.",
           options=dict(lr=1.0, rho=0.8, eps=1e-5, weight_decay=1e-3), state=("step", "square_avg", "acc_delta"),
           space=dict(rho=[0.0, 0.5, 0.9, 0.99, 1.0, (0.0, 1.0)], eps=[1e-6, 1e-8, 1e-3, (1e-10, 0.1)],
                      weight_decay=_DECAY, maximize=_FLAG),
@@ -120,13 +122,13 @@ REGISTRY = {e.name: e for e in [
           kernel="adadelta_", fused_ulps=16,
           fused_cases=[dict(lr=1.0), dict(lr=0.5, rho=0.3, weight_decay=1e-2, maximize=True), dict(lr=1.0, weight_decay=1e-2)],
           bench_options=dict(lr=1.0), state_tensors=2),
-    Entry("Adam", Adam, torch.optim.Adam,
+    Entry("Adam", Adam, torch.optim.Adam, chapter="14_adam", summary="both moments, bias-corrected, and AMSGrad.",
           options=dict(lr=0.01, betas=(0.8, 0.99), weight_decay=1e-3, amsgrad=True),
           state=("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
           space={**_ADAM_SPACE, "decoupled_weight_decay": _FLAG}, lr_range=(1e-4, 0.1), bad=_ADAM_BAD,
           fused_cases=[dict(lr=1e-3), dict(lr=1e-3, amsgrad=True, weight_decay=0.1), dict(lr=1e-3, betas=(0.3, 0.5), maximize=True)],
           **_ADAM_FUSED),
-    Entry("AdamW", AdamW, torch.optim.AdamW,
+    Entry("AdamW", AdamW, torch.optim.AdamW, chapter="15_adamw", summary="weight decay decoupled from the adaptive step.",
           options=dict(lr=0.01, betas=(0.8, 0.99), weight_decay=0.1), state=("step", "exp_avg", "exp_avg_sq"),
           space=_ADAM_SPACE, lr_range=(1e-4, 0.1), bad=_ADAM_BAD,
           fused_cases=[dict(lr=1e-3, weight_decay=1e-2), dict(lr=1e-3, weight_decay=1e-2, amsgrad=True)],
