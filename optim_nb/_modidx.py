@@ -80,6 +80,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'optim_nb.fused.adadelta_update_fused': ('fused.html#adadelta_update_fused', 'optim_nb/fused.py'),
                                 'optim_nb.fused.adagrad_update_fused': ('fused.html#adagrad_update_fused', 'optim_nb/fused.py'),
                                 'optim_nb.fused.adam_update_fused': ('fused.html#adam_update_fused', 'optim_nb/fused.py'),
+                                'optim_nb.fused.column': ('fused.html#column', 'optim_nb/fused.py'),
                                 'optim_nb.fused.cpp_type': ('fused.html#cpp_type', 'optim_nb/fused.py'),
                                 'optim_nb.fused.fused_library': ('fused.html#fused_library', 'optim_nb/fused.py'),
                                 'optim_nb.fused.missing_toolchain': ('fused.html#missing_toolchain', 'optim_nb/fused.py'),

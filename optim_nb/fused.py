@@ -5,9 +5,9 @@
 # %% auto #0
 __all__ = ['FUSED_CPP', 'CPP_TYPES', 'AMP_ARGS', 'SGD_ARGS', 'SGD_CPP', 'SGD_KERNEL', 'ADAGRAD_ARGS', 'ADAGRAD_CPP',
            'ADAGRAD_KERNEL', 'RMSPROP_ARGS', 'RMSPROP_CPP', 'RMSPROP_KERNEL', 'ADADELTA_ARGS', 'ADADELTA_CPP',
-           'ADADELTA_KERNEL', 'ADAM_ARGS', 'ADAM_CPP', 'ADAM_KERNEL', 'cpp_type', 'Kernel', 'FusedUnavailable',
-           'missing_toolchain', 'fused_library', 'sgd_update_fused', 'adagrad_update_fused', 'rmsprop_update_fused',
-           'adadelta_update_fused', 'adam_update_fused']
+           'ADADELTA_KERNEL', 'ADAM_ARGS', 'ADAM_CPP', 'ADAM_KERNEL', 'cpp_type', 'column', 'Kernel',
+           'FusedUnavailable', 'missing_toolchain', 'fused_library', 'sgd_update_fused', 'adagrad_update_fused',
+           'rmsprop_update_fused', 'adadelta_update_fused', 'adam_update_fused']
 
 # %% ../chapters/52_fused.ipynb #c002
 import hashlib, os, pathlib, platform, re, shutil
@@ -156,6 +156,14 @@ inline U gradient(T* g, int64_t j, U scale, U sign) {
   return sign * d;
 }
 
+// The gradient the rule uses at element j: GradScaler's unscale, the sign for maximize, then the
+// L2 term λθ when the rule decays (core's add_l2; L2 is off when the decay is decoupled)
+template <bool UNSCALE, typename T, typename U>
+inline U decayed_gradient(T* g, int64_t j, U scale, U sign, bool decay, U theta, U lambda) {
+  const U d = gradient<UNSCALE>(g, j, scale, sign);
+  return decay ? add_l2(d, theta, lambda) : d;
+}
+
 // t ← t + 1 for a step counter of any floating dtype; returns that t. Under
 // GradScaler torch's fused optimizers then subtract found_inf: a skipped step leaves
 // the counter as it was.
@@ -196,12 +204,16 @@ def _wrap(items: list, newline: str, width: int = 80) -> str:
             lines[-1] += ", " + item
     return newline.join(lines)
 
+def column(states: list, name: str, present: bool = True) -> list:
+    "The state tensor `name` of every parameter, as a kernel's list argument ([] where the rule keeps none)."
+    return [state[name] for state in states] if present else []
+
 @dataclass(frozen=True)
 class Kernel:
     "The C++ operator `torch.ops.optim_nb.<name>`: its arguments, written once, and its source."
     name: str     # the operator's name, e.g. "sgd_" (a trailing _: it works in place)
     args: tuple   # (schema type, name) pairs, in order
-    source: str   # C++ that defines `void <name>(const <name>args& a)`
+    source: str   # C++ that defines `void <name>(const <name>args& a)` (in an unnamed namespace)
 
     def schema(self) -> str:
         return f"{self.name}({', '.join(f'{t} {n}' for t, n in self.args)}) -> ()"
@@ -212,8 +224,8 @@ class Kernel:
         params = _wrap([f"{cpp_type(t)} {n}" for t, n in self.args], ",\n      ")
         names = _wrap([n for _, n in self.args], ",\n        ", width=68)
         schema = _wrap([f"{t} {n}" for t, n in self.args], ', "\n        "', width=72)
-        before = f"namespace {{\nstruct {self.name}args {{\n{fields}}};\n}}  // namespace\n"
-        after = (f"TORCH_LIBRARY_FRAGMENT(optim_nb, m) {{\n"
+        before = f"namespace {{\nstruct {self.name}args {{\n{fields}}};\n"
+        after = (f"}}  // namespace\nTORCH_LIBRARY_FRAGMENT(optim_nb, m) {{\n"
                  f"  m.def(\"{self.name}({schema}) -> ()\");\n"
                  f"  m.impl(\"{self.name}\", c10::DispatchKey::CPU, [](\n      {params}) {{\n"
                  f"    {self.name}({self.name}args{{{names}}});\n  }});\n}}\n")
@@ -274,7 +286,6 @@ SGD_ARGS = (("Tensor(a!)[]", "params"), ("Tensor(b!)[]", "grads"),
 
 # %% ../chapters/52_fused.ipynb #c014
 SGD_CPP = r"""
-namespace {
 // elements [begin, end) of θ ← θ - γ·s, s as in sgd_update (no buf without MOMENTUM)
 template <bool MOMENTUM, bool UNSCALE, typename T>
 void sgd_chunk(T* __restrict__ p, T* __restrict__ g, T* __restrict__ buf, int64_t begin,
@@ -288,8 +299,7 @@ void sgd_chunk(T* __restrict__ p, T* __restrict__ g, T* __restrict__ buf, int64_
   const opmath keep = a.is_first_step ? 1 : 1 - a.dampening;
   for (int64_t j = begin; j < end; ++j) {
     const opmath theta = p[j];
-    opmath d = optim_nb::gradient<UNSCALE>(g, j, scale, sign);
-    if (decay) d = optim_nb::add_l2(d, theta, lambda);
+    opmath d = optim_nb::decayed_gradient<UNSCALE>(g, j, scale, sign, decay, theta, lambda);
     if constexpr (MOMENTUM) {
       const opmath b = std::fma(keep, d, opmath(buf[j]) * old);  // μb + (1-τ)g
       buf[j] = b;
@@ -314,7 +324,6 @@ void sgd_(const sgd_args& a) {
     });
   }
 }
-}  // namespace
 """
 SGD_KERNEL = Kernel("sgd_", SGD_ARGS, SGD_CPP)
 
@@ -336,7 +345,7 @@ def sgd_update_fused(params: list, grads: list, states: list, *, lr, momentum, d
     new = [i for i, state in enumerate(states) if state.get("momentum_buffer") is None]
     for i in new:
         states[i]["momentum_buffer"] = torch.zeros_like(grads[i])
-    bufs = [state["momentum_buffer"] for state in states]
+    bufs = column(states, "momentum_buffer")
     if len(new) in (0, len(params)):
         return step(everyone, bufs, bool(new))
     old = [i for i in everyone if i not in set(new)]
@@ -354,7 +363,6 @@ ADAGRAD_ARGS = (("Tensor(a!)[]", "params"), ("Tensor(b!)[]", "grads"),
 
 # %% ../chapters/52_fused.ipynb #c025
 ADAGRAD_CPP = r"""
-namespace {
 // elements [begin, end) of G ← G + g², θ ← θ - γ_t·g/(√G + ε)
 template <bool UNSCALE, typename T>
 void adagrad_chunk(T* __restrict__ p, T* __restrict__ g, T* __restrict__ sum,
@@ -366,8 +374,7 @@ void adagrad_chunk(T* __restrict__ p, T* __restrict__ g, T* __restrict__ sum,
   const bool decay = a.weight_decay != 0;
   for (int64_t j = begin; j < end; ++j) {
     const opmath theta = p[j];
-    opmath d = optim_nb::gradient<UNSCALE>(g, j, scale, sign);
-    if (decay) d = optim_nb::add_l2(d, theta, lambda);
+    opmath d = optim_nb::decayed_gradient<UNSCALE>(g, j, scale, sign, decay, theta, lambda);
     const opmath G = std::fma(d, d, opmath(sum[j]));  // addcmul_(g, g, value=1)
     sum[j] = G;
     p[j] = theta + (-rate * d) / (std::sqrt(G) + epsilon);
@@ -389,7 +396,6 @@ void adagrad_(const adagrad_args& a) {
     });
   }
 }
-}  // namespace
 """
 ADAGRAD_KERNEL = Kernel("adagrad_", ADAGRAD_ARGS, ADAGRAD_CPP)
 
@@ -397,8 +403,8 @@ ADAGRAD_KERNEL = Kernel("adagrad_", ADAGRAD_ARGS, ADAGRAD_CPP)
 def adagrad_update_fused(params: list, grads: list, states: list, *, lr, lr_decay, weight_decay,
                          eps, maximize, grad_scale=None, found_inf=None):
     "One Adagrad step for a list of parameters by the C++ kernel `adagrad_`: one pass over memory each."
-    ADAGRAD_KERNEL(params=params, grads=grads, state_sums=[state["sum"] for state in states],
-                   state_steps=[state["step"] for state in states], lr=float(lr),
+    ADAGRAD_KERNEL(params=params, grads=grads, state_sums=column(states, "sum"),
+                   state_steps=column(states, "step"), lr=float(lr),
                    lr_decay=float(lr_decay), weight_decay=float(weight_decay), eps=float(eps),
                    maximize=bool(maximize), grad_scale=grad_scale, found_inf=found_inf)
 
@@ -414,7 +420,6 @@ RMSPROP_ARGS = (("Tensor(a!)[]", "params"), ("Tensor(b!)[]", "grads"),
 
 # %% ../chapters/52_fused.ipynb #c033
 RMSPROP_CPP = r"""
-namespace {
 // elements [begin, end) of v ← αv + (1-α)g², m ← lerp(m, g, 1-α), r = √(v - m²) + ε,
 // then b ← μb + g/r, θ ← θ - γb with momentum, θ ← θ - γg/r without
 template <bool CENTERED, bool MOMENTUM, bool UNSCALE, typename T>
@@ -428,8 +433,7 @@ void rmsprop_chunk(T* __restrict__ p, T* __restrict__ g, T* __restrict__ square_
   const bool decay = a.weight_decay != 0;
   for (int64_t j = begin; j < end; ++j) {
     const opmath theta = p[j];
-    opmath d = optim_nb::gradient<UNSCALE>(g, j, scale, sign);
-    if (decay) d = optim_nb::add_l2(d, theta, lambda);
+    opmath d = optim_nb::decayed_gradient<UNSCALE>(g, j, scale, sign, decay, theta, lambda);
     const opmath v = optim_nb::ema_sq(opmath(square_avg[j]), d, alpha, w);
     square_avg[j] = v;
     opmath r;
@@ -468,7 +472,6 @@ void rmsprop_(const rmsprop_args& a) {
     });
   }
 }
-}  // namespace
 """
 RMSPROP_KERNEL = Kernel("rmsprop_", RMSPROP_ARGS, RMSPROP_CPP)
 
@@ -476,12 +479,11 @@ RMSPROP_KERNEL = Kernel("rmsprop_", RMSPROP_ARGS, RMSPROP_CPP)
 def rmsprop_update_fused(params: list, grads: list, states: list, *, lr, alpha, eps, weight_decay,
                          momentum, centered, maximize, grad_scale=None, found_inf=None):
     "One RMSprop step for a list of parameters by the C++ kernel `rmsprop_`: one pass over memory each."
-    def column(name, present=True):
-        return [state[name] for state in states] if present else []
-    RMSPROP_KERNEL(params=params, grads=grads, square_avgs=column("square_avg"),
-                   grad_avgs=column("grad_avg", centered),
-                   momentum_buffers=column("momentum_buffer", momentum > 0),
-                   state_steps=column("step"), lr=float(lr), alpha=float(alpha), eps=float(eps),
+    RMSPROP_KERNEL(params=params, grads=grads, square_avgs=column(states, "square_avg"),
+                   grad_avgs=column(states, "grad_avg", centered),
+                   momentum_buffers=column(states, "momentum_buffer", momentum > 0),
+                   state_steps=column(states, "step"), lr=float(lr), alpha=float(alpha),
+                   eps=float(eps),
                    weight_decay=float(weight_decay), momentum=float(momentum),
                    maximize=bool(maximize), grad_scale=grad_scale, found_inf=found_inf)
 
@@ -496,7 +498,6 @@ ADADELTA_ARGS = (("Tensor(a!)[]", "params"), ("Tensor(b!)[]", "grads"),
 
 # %% ../chapters/52_fused.ipynb #c041
 ADADELTA_CPP = r"""
-namespace {
 // elements [begin, end) of v ← ρv + (1-ρ)g², Δx ← √(u + ε)/√(v + ε)·g, u ← ρu +
 // (1-ρ)Δx², θ ← θ - γΔx
 template <bool UNSCALE, typename T>
@@ -509,12 +510,11 @@ void adadelta_chunk(T* __restrict__ p, T* __restrict__ g, T* __restrict__ square
   const bool decay = a.weight_decay != 0;
   for (int64_t j = begin; j < end; ++j) {
     const opmath theta = p[j];
-    opmath d = optim_nb::gradient<UNSCALE>(g, j, scale, sign);
-    if (decay) d = optim_nb::add_l2(d, theta, lambda);
+    opmath d = optim_nb::decayed_gradient<UNSCALE>(g, j, scale, sign, decay, theta, lambda);
     const opmath v = optim_nb::ema_sq(opmath(square_avg[j]), d, rho, w);
-    square_avg[j] = v;
     const opmath u = acc_delta[j];
     const opmath delta = std::sqrt(u + epsilon) / std::sqrt(v + epsilon) * d;
+    square_avg[j] = v;
     acc_delta[j] = optim_nb::ema_sq(u, delta, rho, w);
     p[j] = std::fma(-gamma, delta, theta);
   }
@@ -534,7 +534,6 @@ void adadelta_(const adadelta_args& a) {
     });
   }
 }
-}  // namespace
 """
 ADADELTA_KERNEL = Kernel("adadelta_", ADADELTA_ARGS, ADADELTA_CPP)
 
@@ -542,10 +541,9 @@ ADADELTA_KERNEL = Kernel("adadelta_", ADADELTA_ARGS, ADADELTA_CPP)
 def adadelta_update_fused(params: list, grads: list, states: list, *, lr, rho, eps, weight_decay,
                           maximize, grad_scale=None, found_inf=None):
     "One Adadelta step for a list of parameters by the C++ kernel `adadelta_`: one pass over memory each."
-    def column(name):
-        return [state[name] for state in states]
-    ADADELTA_KERNEL(params=params, grads=grads, square_avgs=column("square_avg"),
-                    acc_deltas=column("acc_delta"), state_steps=column("step"), lr=float(lr),
+    ADADELTA_KERNEL(params=params, grads=grads, square_avgs=column(states, "square_avg"),
+                    acc_deltas=column(states, "acc_delta"), state_steps=column(states, "step"),
+                    lr=float(lr),
                     rho=float(rho), eps=float(eps), weight_decay=float(weight_decay),
                     maximize=bool(maximize), grad_scale=grad_scale, found_inf=found_inf)
 
@@ -561,7 +559,6 @@ ADAM_ARGS = (("Tensor(a!)[]", "params"), ("Tensor(b!)[]", "grads"), ("Tensor(c!)
 
 # %% ../chapters/52_fused.ipynb #c049
 ADAM_CPP = r"""
-namespace {
 // elements [begin, end) of m ← lerp(m, g, 1-β₁), v ← β₂v + (1-β₂)g², u ← max(u, v)
 // (amsgrad, else u = v), θ ← θ - γ/(1-β₁ᵗ)·m/(√u/√(1-β₂ᵗ) + ε); weight decay as L2 or
 // decoupled
@@ -579,8 +576,7 @@ void adam_chunk(T* __restrict__ p, T* __restrict__ g, T* __restrict__ exp_avg,
   const opmath keep = decoupled ? 1 - a.lr * a.weight_decay : 1;
   for (int64_t j = begin; j < end; ++j) {
     const opmath theta = opmath(p[j]) * keep;
-    opmath d = optim_nb::gradient<UNSCALE>(g, j, scale, sign);
-    if constexpr (L2) d = optim_nb::add_l2(d, theta, lambda);
+    opmath d = optim_nb::decayed_gradient<UNSCALE>(g, j, scale, sign, L2, theta, lambda);
     const opmath m = optim_nb::ema(opmath(exp_avg[j]), d, w1);
     opmath v = optim_nb::ema_sq(opmath(exp_avg_sq[j]), d, beta2, w2);
     exp_avg[j] = m;
@@ -615,7 +611,6 @@ void adam_(const adam_args& a) {
     });
   }
 }
-}  // namespace
 """
 ADAM_KERNEL = Kernel("adam_", ADAM_ARGS, ADAM_CPP)
 
@@ -623,11 +618,10 @@ ADAM_KERNEL = Kernel("adam_", ADAM_ARGS, ADAM_CPP)
 def adam_update_fused(params: list, grads: list, states: list, *, lr, betas, eps, weight_decay,
                       amsgrad, decoupled_weight_decay, maximize, grad_scale=None, found_inf=None):
     "One Adam or AdamW step for a list of parameters by the C++ kernel `adam_`: one pass over memory each."
-    def column(name, present=True):
-        return [state[name] for state in states] if present else []
-    ADAM_KERNEL(params=params, grads=grads, exp_avgs=column("exp_avg"),
-                exp_avg_sqs=column("exp_avg_sq"), max_exp_avg_sqs=column("max_exp_avg_sq", amsgrad),
-                state_steps=column("step"), lr=float(lr), beta1=float(betas[0]),
+    ADAM_KERNEL(params=params, grads=grads, exp_avgs=column(states, "exp_avg"),
+                exp_avg_sqs=column(states, "exp_avg_sq"),
+                max_exp_avg_sqs=column(states, "max_exp_avg_sq", amsgrad),
+                state_steps=column(states, "step"), lr=float(lr), beta1=float(betas[0]),
                 beta2=float(betas[1]), eps=float(eps), weight_decay=float(weight_decay),
                 decoupled=bool(decoupled_weight_decay), maximize=bool(maximize),
                 grad_scale=grad_scale, found_inf=found_inf)
