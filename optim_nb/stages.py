@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['QUADRATIC', 'ROSENBROCK', 'SADDLE', 'BEALE', 'STAGES', 'quadratic', 'rosenbrock', 'saddle', 'beale', 'Stage', 'path',
-           'sweep', 'plot_paths', 'plot_curves', 'plot_stage', 'plot_sweep', 'animate_paths', 'player_html']
+           'sweep', 'place_legend', 'shared_legend', 'plot_paths', 'plot_curves', 'plot_stage', 'plot_sweep',
+           'animate_paths', 'player_html']
 
 # %% ../chapters/90_stages.ipynb #c002
 import math
@@ -102,12 +103,52 @@ def sweep(optimizer_class, f, x0, lrs, steps: int = 50, **options) -> torch.Tens
     return torch.stack(out, dim=1)
 
 # %% ../chapters/90_stages.ipynb #c019
+from matplotlib.transforms import ScaledTranslation
+
+def place_legend(ax, where: str | None = "below", **kwargs):
+    """Draw the legend of `ax` off the data and return it: `"below"` the axes, under the $x$ label,
+    in as many columns as fit the axes' width; `"right"` of the axes; any other string is a
+    matplotlib `loc` inside the axes; `None` (or no labelled line) draws none."""
+    handles, labels = ax.get_legend_handles_labels()
+    if where is None or not handles:
+        return None
+    if where == "right":
+        return ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0, **kwargs)
+    if where != "below":
+        return ax.legend(loc=where, **kwargs)
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    under = ax.xaxis.get_tightbbox(renderer)                       # tick labels and x label
+    drop = 0.08 + (ax.bbox.y0 - under.y0) / fig.dpi if under is not None else 0.08   # inches
+    anchor = ax.transAxes + ScaledTranslation(0, -drop, fig.dpi_scale_trans)
+    for ncol in range(len(labels), 0, -1):                           # widest layout that fits
+        legend = ax.legend(loc="upper center", bbox_to_anchor=(0.5, 0), bbox_transform=anchor,
+                           ncol=ncol, **kwargs)
+        if ncol == 1 or legend.get_window_extent(renderer).width <= 1.1 * ax.bbox.width:
+            return legend
+
+def shared_legend(fig, ax, pad: float = 0.02):
+    """One legend for the whole of `fig`, below all its panels, with the labelled lines of `ax`
+    (whose own legend is removed); the panels are laid out above it with `tight_layout`."""
+    handles, labels = ax.get_legend_handles_labels()
+    ax.get_legend() and ax.get_legend().remove()
+    renderer = fig.canvas.get_renderer()
+    for ncol in range(len(labels), 0, -1):
+        legend = fig.legend(handles, labels, loc="lower center", ncol=ncol, frameon=False)
+        box = legend.get_window_extent(renderer)
+        if ncol == 1 or box.width <= 0.98 * fig.bbox.width:
+            break
+        legend.remove()
+    fig.tight_layout(rect=(0, box.height / fig.bbox.height + pad, 1, 1))
+    return legend
+
 def plot_paths(f, paths: dict, title: str = "", ax=None, xlim=(-5.5, 5.5), ylim=(-2.5, 2.5),
-               minimum=(0.0, 0.0), levels=20):
+               minimum=(0.0, 0.0), levels=20, legend: str | None = "below"):
     """Contours of `f`, its `minimum` (a star) and each of `paths` ({label: (n, 2) tensor}), end points ringed.
 
-    `levels` is passed to `contour`: a number of levels, or the increasing contour values."""
-    ax = ax or plt.subplots(figsize=(7, 3.2))[1]
+    `levels` is passed to `contour`: a number of levels, or the increasing contour values;
+    `legend` places the legend (`place_legend`: below the axes by default)."""
+    ax = ax or plt.subplots()[1]
     xs = torch.linspace(*xlim, 200, dtype=torch.float64)
     ys = torch.linspace(*ylim, 200, dtype=torch.float64)
     X, Y = torch.meshgrid(xs, ys, indexing="xy")
@@ -117,33 +158,35 @@ def plot_paths(f, paths: dict, title: str = "", ax=None, xlim=(-5.5, 5.5), ylim=
         ax.plot(pts[-1, 0], pts[-1, 1], "o", markersize=9, markerfacecolor="none", color=line.get_color())
     ax.plot(*minimum, "k*", markersize=10)
     ax.set(xlim=xlim, ylim=ylim, xlabel="$x_1$", ylabel="$x_2$", title=title)
-    if paths:
-        ax.legend(fontsize=8, loc="lower right")
+    place_legend(ax, legend)
     return ax
 
-def plot_curves(curves: dict, title: str = "", ylabel: str = "", ax=None, logy: bool = True):
-    "One line per entry of `curves` ({label: sequence of values}) against the step number."
-    ax = ax or plt.subplots(figsize=(7, 3))[1]
+def plot_curves(curves: dict, title: str = "", ylabel: str = "", ax=None, logy: bool = True,
+                legend: str | None = "below"):
+    "One line per entry of `curves` ({label: sequence of values}) against the step number; `legend` as in `plot_paths`."
+    ax = ax or plt.subplots()[1]
     for label, values in curves.items():
         ax.plot(torch.as_tensor(values), label=label)
     if logy:
         ax.set_yscale("log")
     ax.set(xlabel="step", ylabel=ylabel, title=title)
-    ax.legend(fontsize=8)
+    place_legend(ax, legend)
     return ax
 
+
 # %% ../chapters/90_stages.ipynb #c020
-def plot_stage(stage: Stage, paths: dict, title: str | None = None, ax=None, levels: int = 20):
+def plot_stage(stage: Stage, paths: dict, title: str | None = None, ax=None, levels: int = 20,
+               legend: str | None = "below"):
     "`plot_paths` on a `Stage`: its window, its minimum and geometrically spaced contours."
-    ax = ax or plt.subplots(figsize=(5, 4))[1]
+    ax = ax or plt.subplots(figsize=(6, 4.8))[1]
     return plot_paths(stage.f, paths, stage.name if title is None else title, ax, stage.xlim,
-                      stage.ylim, stage.minimum, stage.levels(levels))
+                      stage.ylim, stage.minimum, stage.levels(levels), legend)
 
 def plot_sweep(lrs, results: dict, title: str = "", ylabel: str = "final loss", ax=None, ceiling=None):
     """Final loss against learning rate on log-log axes, one line per entry of `results`
     ({label: one loss per lr}). Runs that diverged (NaN, inf or above `ceiling`) are crosses on the
-    `ceiling`, which defaults to the largest finite loss."""
-    ax = ax or plt.subplots(figsize=(7, 3.5))[1]
+    `ceiling`, which defaults to the largest finite loss. No legend: place one with `place_legend`."""
+    ax = ax or plt.subplots()[1]
     lrs = torch.as_tensor(lrs, dtype=torch.float64)
     if ceiling is None:
         finite = torch.cat([torch.as_tensor(v, dtype=torch.float64) for v in results.values()])
@@ -157,15 +200,17 @@ def plot_sweep(lrs, results: dict, title: str = "", ylabel: str = "final loss", 
     return ax
 
 def animate_paths(stage: Stage, paths: dict, title: str | None = None, interval: int = 80,
-                  every: int = 1, figsize=(5, 4)):
+                  every: int = 1, figsize=(8.4, 5.0), legend: str | None = "right"):
     """A `FuncAnimation` of `paths` on `stage`: each run's trail grows one step (`every` steps) per
-    frame. `.to_jshtml()` makes a self-contained player for a web page (no network needed)."""
+    frame. `.to_jshtml()` makes a self-contained player for a web page (no network needed).
+    The legend sits right of the square-ish stage by default, where the figure has room for it."""
     from matplotlib.animation import FuncAnimation
     fig, ax = plt.subplots(figsize=figsize)
     plot_stage(stage, {}, title, ax)
-    trails = {label: ax.plot([], [], "-", linewidth=1.2, label=label)[0] for label in paths}
-    heads = {label: ax.plot([], [], "o", markersize=6, color=trails[label].get_color())[0] for label in paths}
-    ax.legend(fontsize=7, loc="lower right")
+    trails = {label: ax.plot([], [], "-", linewidth=1.5, label=label)[0] for label in paths}
+    heads = {label: ax.plot([], [], "o", markersize=7, color=trails[label].get_color())[0] for label in paths}
+    place_legend(ax, legend)
+    fig.tight_layout()
     n = max(len(p) for p in paths.values())
     def draw(frame):
         k = min(frame * every, n - 1) + 1
@@ -176,6 +221,7 @@ def animate_paths(stage: Stage, paths: dict, title: str | None = None, interval:
     anim = FuncAnimation(fig, draw, frames=(n - 1) // every + 1, interval=interval, blit=True)
     plt.close(fig)
     return anim
+
 
 # %% ../chapters/90_stages.ipynb #c022
 _BUTTON_SYMBOLS = {"fa-minus": "−", "fa-fast-backward": "|◀◀", "fa-step-backward": "|◀",
