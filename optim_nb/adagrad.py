@@ -47,9 +47,9 @@ class Adagrad(Optimizer):
     A drop-in for `torch.optim.Adagrad` (torch 2.13): same signature, defaults, errors, state
     (`step` and `sum`, created in the constructor for every parameter) and bit-identical
     results, sparse gradients included. With γ = lr, η = lr_decay, λ = weight_decay,
-    τ = initial_accumulator_value and ε = eps:
+    G₀ = initial_accumulator_value and ε = eps:
 
-        G ← τ (once);  t ← t + 1
+        G ← G₀ (once);  t ← t + 1
         g ← ∇f(θ) (negated if maximize);  g ← g + λθ
         G ← G + g²;  θ ← θ - γ/(1 + (t-1)η) · g / (√G + ε)
 
@@ -58,7 +58,7 @@ class Adagrad(Optimizer):
         lr: learning rate γ, a float or a one-element tensor (default 1e-2).
         lr_decay: η ≥ 0, the rate of step t is lr / (1 + (t-1)·η) (default 0).
         weight_decay: L2 penalty λ ≥ 0; not allowed with sparse gradients (default 0).
-        initial_accumulator_value: τ ≥ 0, the starting value of `sum`; as in torch it is read
+        initial_accumulator_value: G₀ ≥ 0, the starting value of `sum`; as in torch it is read
             from the constructor only, not from parameter groups (default 0).
         eps: ε ≥ 0 added to √G (default 1e-10).
         foreach: True runs the multi-tensor rule `adagrad_update_foreach` (one
@@ -93,9 +93,9 @@ class Adagrad(Optimizer):
         check_non_negative(h, "lr_decay", "weight_decay", "initial_accumulator_value", "eps")
 
     def init_state(self, param, state, group):
-        tau = self.defaults["initial_accumulator_value"]  # torch ignores a group's own value
+        g0 = self.defaults["initial_accumulator_value"]  # torch ignores a group's own value
         state["step"] = zero_step(param, group)
-        state["sum"] = torch.full_like(param, complex(tau, tau) if torch.is_complex(param) else tau,
+        state["sum"] = torch.full_like(param, complex(g0, g0) if torch.is_complex(param) else g0,
                                        memory_format=torch.preserve_format)
 
     def check_grad(self, param, group):
