@@ -104,6 +104,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               'optim_nb.sgd.sgd_update': ('sgd.html#sgd_update', 'optim_nb/sgd.py')},
             'optim_nb.speed': { 'optim_nb.speed.bytes_per_element': ('speed.html#bytes_per_element', 'optim_nb/speed.py'),
                                 'optim_nb.speed.copy_bandwidth': ('speed.html#copy_bandwidth', 'optim_nb/speed.py'),
+                                'optim_nb.speed.last_level_cache_mb': ('speed.html#last_level_cache_mb', 'optim_nb/speed.py'),
+                                'optim_nb.speed.matmul_flops': ('speed.html#matmul_flops', 'optim_nb/speed.py'),
                                 'optim_nb.speed.seconds': ('speed.html#seconds', 'optim_nb/speed.py'),
                                 'optim_nb.speed.step_seconds': ('speed.html#step_seconds', 'optim_nb/speed.py'),
                                 'optim_nb.speed.timed_optimizer': ('speed.html#timed_optimizer', 'optim_nb/speed.py'),
