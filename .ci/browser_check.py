@@ -197,8 +197,10 @@ CHECK_JS = r"""
         if (why) return;
         if (n.isKind('merror')) why = 'MathJax error';
         else if (n.isKind('mtext') && n.attributes.get('mathcolor') === 'red') why = 'undefined macro';
-        else if (n.isKind('mtext') && n.childNodes.some(c => c && c.isKind('text') && c.getText().includes('\\')))
-          why = 'backslash inside \\text';
+        else if (n.isKind('mtext')) {
+          const t = n.childNodes.map(c => (c && c.isKind('text') ? c.getText() : '')).join('');
+          if (t.includes('\\')) why = `backslash inside \\text{${t}}`;
+        }
       });
     } catch (e) {}
     if (why) add('math', why, it.typesetRoot || col, tex(it));
