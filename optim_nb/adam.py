@@ -41,25 +41,25 @@ def amsgrad_max(max_exp_avg_sq: Tensor, exp_avg_sq: Tensor, differentiable: bool
     return max_exp_avg_sq
 
 # %% ../chapters/14_adam.ipynb #c025
-def adam_step(param: Tensor, exp_avg: Tensor, u: Tensor, step: Tensor, *, lr, beta1, beta2, eps):
-    "θ ← θ - γ/(1-β₁ᵗ) · m / (√u/√(1-β₂ᵗ) + ε), bias corrections as Python numbers."
+def adam_step(param: Tensor, exp_avg: Tensor, v_tilde: Tensor, step: Tensor, *, lr, beta1, beta2, eps):
+    "θ ← θ - γ/(1-β₁ᵗ) · m / (√ṽ/√(1-β₂ᵗ) + ε), bias corrections as Python numbers."
     t = step.item()
     bias_correction1 = bias_correction(beta1, t)
     bias_correction2 = bias_correction(beta2, t)
     step_size = lr / bias_correction1
-    denom = (u.sqrt() / bias_correction2 ** 0.5).add_(eps)
+    denom = (v_tilde.sqrt() / bias_correction2 ** 0.5).add_(eps)
     param.addcdiv_(exp_avg, denom, value=-step_size)
 
 # %% ../chapters/14_adam.ipynb #c027
-def adam_step_tensor(param: Tensor, exp_avg: Tensor, u: Tensor, step: Tensor, *, lr, beta1, beta2,
+def adam_step_tensor(param: Tensor, exp_avg: Tensor, v_tilde: Tensor, step: Tensor, *, lr, beta1, beta2,
                      eps, differentiable):
-    "The same step with tensor bias corrections: θ ← θ + m / (√u/(√(1-β₂ᵗ)·(-s)) + ε/(-s))."
+    "The same step with tensor bias corrections: θ ← θ + m / (√ṽ/(√(1-β₂ᵗ)·(-s)) + ε/(-s))."
     def steps(beta):  # torch clones `step` when autograd must differentiate through β
         through = differentiable and isinstance(beta, Tensor) and beta.requires_grad
         return step.clone() if through else step
     bias_correction1, bias_correction2 = bias_correction(beta1, steps(beta1)), bias_correction(beta2, steps(beta2))
     step_size_neg = (lr / bias_correction1).neg()
-    denom = (u.sqrt() / (bias_correction2.sqrt() * step_size_neg)).add_(eps / step_size_neg)
+    denom = (v_tilde.sqrt() / (bias_correction2.sqrt() * step_size_neg)).add_(eps / step_size_neg)
     param.addcdiv_(exp_avg.clone() if differentiable else exp_avg, denom)
 
 # %% ../chapters/14_adam.ipynb #c029
@@ -73,17 +73,17 @@ def adam_update(param: Tensor, grad: Tensor, state: dict, *, lr, betas, eps, wei
     step += 1
     grad = adam_weight_decay(param, grad, lr=lr, weight_decay=weight_decay,
                              decoupled_weight_decay=decoupled_weight_decay, differentiable=differentiable)
-    exp_avg, exp_avg_sq, u = state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq")
+    exp_avg, exp_avg_sq, v_tilde = state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq")
     if torch.is_complex(param):
         grad, exp_avg, exp_avg_sq, param = map(torch.view_as_real, (grad, exp_avg, exp_avg_sq, param))
-        u = torch.view_as_real(u) if amsgrad else None
+        v_tilde = torch.view_as_real(v_tilde) if amsgrad else None
     adam_moments(exp_avg, exp_avg_sq, grad, beta1=beta1, beta2=beta2)
-    u = amsgrad_max(u, exp_avg_sq, differentiable) if amsgrad else exp_avg_sq
+    v_tilde = amsgrad_max(v_tilde, exp_avg_sq, differentiable) if amsgrad else exp_avg_sq
     if capturable or differentiable:
-        adam_step_tensor(param, exp_avg, u, step, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+        adam_step_tensor(param, exp_avg, v_tilde, step, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
                          differentiable=differentiable)
     else:
-        adam_step(param, exp_avg, u, step, lr=lr, beta1=beta1, beta2=beta2, eps=eps)
+        adam_step(param, exp_avg, v_tilde, step, lr=lr, beta1=beta1, beta2=beta2, eps=eps)
 
 # %% ../chapters/14_adam.ipynb #c042
 class Adam(Optimizer):
@@ -96,8 +96,9 @@ class Adam(Optimizer):
 
         g ← ∇f(θ) (negated if maximize)
         θ ← (1 - γλ)θ if decoupled_weight_decay else g ← g + λθ
-        m ← β₁m + (1 - β₁)g;  v ← β₂v + (1 - β₂)g²;  u ← max(u, v) if amsgrad else v
-        θ ← θ - γ/(1 - β₁ᵗ) · m / (√u/√(1 - β₂ᵗ) + ε)
+        m ← β₁m + (1 - β₁)g;  v ← β₂v + (1 - β₂)g²
+        ṽ ← v^max ← max(v^max, v) if amsgrad else ṽ ← v
+        θ ← θ - γ/(1 - β₁ᵗ) · m / (√ṽ/√(1 - β₂ᵗ) + ε)
 
     Args:
         params: iterable of parameters, named parameters or parameter-group dicts.
