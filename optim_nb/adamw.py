@@ -18,8 +18,9 @@ class AdamW(Adam):
     update rule is `optim_nb.adam.adam_update`.
 
         g ← ∇f(θ) (negated if maximize);  θ ← (1 - γλ)θ
-        m ← β₁m + (1 - β₁)g;  v ← β₂v + (1 - β₂)g²;  u ← max(u, v) if amsgrad else v
-        θ ← θ - γ/(1 - β₁ᵗ) · m / (√u/√(1 - β₂ᵗ) + ε)
+        m ← β₁m + (1 - β₁)g;  v ← β₂v + (1 - β₂)g²
+        ṽ ← v^max ← max(v^max, v) if amsgrad else ṽ ← v
+        θ ← θ - γ/(1 - β₁ᵗ) · m / (√ṽ/√(1 - β₂ᵗ) + ε)
 
     Args:
         weight_decay: decay rate λ ≥ 0; each step multiplies θ by 1 - γλ (default 1e-2).
