@@ -126,10 +126,15 @@ class Adafactor(Optimizer):
         else:
             state["variance"] = zeros_state(grad)
 
+    def path(self, group, params):
+        "torch runs the loop unless foreach=True, on every device (Adafactor is used where memory is short)."
+        return "foreach" if group["foreach"] and self.update_foreach is not None else "loop"
+
     def step_group(self, group, params):
         eps1, eps2 = group["eps"]
-        if eps1 is None and params:  # torch: resolved from the group's first parameter, kept for the rest
-            eps1 = torch.finfo(params[0].dtype).eps
-        super().step_group({**group, "eps": (eps1, eps2)}, params)
+        if eps1 is None and params and self.path(group, params) == "loop":
+            # torch's loop: the first parameter's dtype decides, for the whole group
+            group = {**group, "eps": (torch.finfo(params[0].dtype).eps, eps2)}
+        super().step_group(group, params)
 
     update = staticmethod(adafactor_update)
