@@ -15,6 +15,7 @@ from .rmsprop import RMSprop
 from .adadelta import Adadelta
 from .adam import Adam
 from .adamw import AdamW
+from .adafactor import Adafactor
 
 # %% ../chapters/91_registry.ipynb #c005
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class Entry:
     cls: type                      # the optim_nb class
     reference: type                # the torch.optim class it must match bit for bit
     options: dict                  # keyword arguments that exercise all of its state
-    state: tuple                   # the state names a step with `options` creates, in torch's order
+    state: tuple                   # the state names a step with `options` creates on a 4×3 parameter, in torch's order
     space: dict                    # option -> values the tests draw from (see above); lr apart
     lr_range: tuple                # (lo, hi) of the learning rates the tests draw
     bad: list = field(default_factory=list)       # keyword arguments torch rejects: same error, same message
@@ -39,6 +40,8 @@ class Entry:
     state_tensors: int = 0         # state tensors of the parameter's size with `bench_options`
     chapter: str = ""              # the chapter that derives it (a document of _toc.yml)
     summary: str = ""              # what it adds, in one line (the book's front page lists it)
+    shapes: str = "any"            # the parameter shapes it accepts: "any", or "2-D" (matrices only, as Muon):
+                                   # the tests then give it matrices (tests/registry_options.py: shaped, for_tests)
 
     def __str__(self):
         return self.name
@@ -133,4 +136,16 @@ REGISTRY = {e.name: e for e in [
           space=_ADAM_SPACE, lr_range=(1e-4, 0.1), bad=_ADAM_BAD,
           fused_cases=[dict(lr=1e-3, weight_decay=1e-2), dict(lr=1e-3, weight_decay=1e-2, amsgrad=True)],
           **_ADAM_FUSED),
+    Entry("Adafactor", Adafactor, torch.optim.Adafactor, chapter="16_adafactor",
+          summary="a factored second moment for matrices, relative step sizes and update clipping.",
+          options=dict(lr=0.01, beta2_decay=-0.6, eps=(None, 1e-3), d=1.5, weight_decay=1e-2),
+          state=("step", "row_var", "col_var"),
+          space=dict(beta2_decay=[-0.8, -0.5, -1.0, 0.0, (-2.0, 0.0)],
+                     eps=([None, 1e-30, 1e-10, (1e-30, 1e-3)], [1e-3, 0.0, 1e-2, (0.0, 0.1)]),
+                     d=[1.0, 1.5, (1.0, 10.0)], weight_decay=_DECAY, maximize=_FLAG),
+          lr_range=(1e-4, 0.5),
+          bad=[*_BAD_LR, dict(lr=NAN), dict(beta2_decay=0.5), dict(beta2_decay=NAN), dict(eps=(-1.0, 1e-3)),
+               dict(eps=(NAN, 1e-3)), dict(eps=(None, -1e-3)), dict(eps=(None, NAN)), dict(d=0.5), dict(d=NAN),
+               dict(weight_decay=-1e-2), dict(weight_decay=NAN), dict(betas=(0.9, 0.99))],
+          bench_options=dict(lr=1e-2), state_tensors=0),
 ]}
