@@ -79,6 +79,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'optim_nb.core.zeros_state': ('generic_rule.html#zeros_state', 'optim_nb/core.py')},
             'optim_nb.foreach': { 'optim_nb.foreach.adadelta_update_foreach': ( 'foreach.html#adadelta_update_foreach',
                                                                                 'optim_nb/foreach.py'),
+                                  'optim_nb.foreach.adafactor_update_foreach': ( 'foreach.html#adafactor_update_foreach',
+                                                                                 'optim_nb/foreach.py'),
                                   'optim_nb.foreach.adagrad_update_foreach': ('foreach.html#adagrad_update_foreach', 'optim_nb/foreach.py'),
                                   'optim_nb.foreach.adam_update_foreach': ('foreach.html#adam_update_foreach', 'optim_nb/foreach.py'),
                                   'optim_nb.foreach.count_steps_': ('foreach.html#count_steps_', 'optim_nb/foreach.py'),

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['count_steps_', 'sgd_update_foreach', 'adagrad_update_foreach', 'rmsprop_update_foreach', 'adadelta_update_foreach',
-           'adam_update_foreach']
+           'adam_update_foreach', 'adafactor_update_foreach']
 
 # %% ../chapters/51_foreach.ipynb #c002
 import torch
@@ -16,6 +16,7 @@ from .adagrad import Adagrad, adagrad_update
 from .rmsprop import RMSprop
 from .adadelta import Adadelta
 from .adam import Adam
+from .adafactor import Adafactor
 
 # %% ../chapters/51_foreach.ipynb #c006
 def count_steps_(steps: list):
@@ -236,3 +237,48 @@ def adam_update_foreach(params: list, grads: list, states: list, *, lr, betas, e
 
 # %% ../chapters/51_foreach.ipynb #c056
 Adam.update_foreach = staticmethod(adam_update_foreach)
+
+# %% ../chapters/51_foreach.ipynb #c071
+def adafactor_update_foreach(params: list, grads: list, states: list, *, lr, beta2_decay, eps, d, weight_decay):
+    "One Adafactor step for a list of parameters, in the order of torch's `_multi_tensor_adafactor`."
+    lr, (eps1, eps2) = as_scalar(lr), eps
+    lists = [params, grads] + [[state.get(k) for state in states] for k in ("row_var", "col_var", "variance", "step")]
+    for (ps, gs, rs, cs, vs, ts), _ in Optimizer._group_tensors_by_device_and_dtype(lists).values():
+        if eps1 is None:  # torch: the dtype of the first group of tensors decides, for all of them
+            eps1 = torch.finfo(ps[0].dtype).eps
+        for matrices in (True, False):  # factored (two or more dimensions), then full second moments
+            pick = [i for i, g in enumerate(gs) if (g.dim() > 1) == matrices]
+            if not pick:
+                continue
+            p_, g_, t_ = [ps[i] for i in pick], [gs[i] for i in pick], [ts[i] for i in pick]
+            count_steps_(t_)                                             # t ← t + 1
+            one_minus_beta2 = [t.item() ** beta2_decay for t in t_]      # 1 - β₂ₜ = t^c
+            alphas = [max(eps2, p.norm(2).item() / (p.numel() ** 0.5)) * min(lr, 1 / (t.item() ** 0.5))
+                      for p, t in zip(p_, t_)]                           # α_t, before the decay
+            if weight_decay != 0:
+                torch._foreach_mul_(p_, 1 - lr * weight_decay)          # θ ← (1 - γλ)θ
+            if matrices:
+                r_, c_ = [rs[i] for i in pick], [cs[i] for i in pick]
+                for factors, dim in ((r_, -1), (c_, -2)):               # R, then C
+                    means = [torch.norm(g, dim=dim, keepdim=True) for g in g_]
+                    torch._foreach_mul_(means, means)
+                    torch._foreach_div_(means, [g.size(dim) for g in g_])
+                    torch._foreach_lerp_(factors, means, one_minus_beta2)
+                var_estimates = [r @ c for r, c in zip(r_, c_)]
+                row_means = [r.mean(dim=-2, keepdim=True) for r in r_]
+                torch._foreach_clamp_min_(row_means, eps1)
+                torch._foreach_div_(var_estimates, row_means)          # V̂ = R C / max(mean R, ε₁)
+            else:
+                v_ = [vs[i] for i in pick]
+                torch._foreach_lerp_(v_, torch._foreach_mul(g_, g_), one_minus_beta2)
+                var_estimates = [v.clone() for v in v_]
+            torch._foreach_clamp_min_(var_estimates, eps1 * eps1)
+            torch._foreach_rsqrt_(var_estimates)
+            torch._foreach_mul_(var_estimates, g_)                     # U = g / √max(V̂, ε₁²)
+            scales = [-a / max(1.0, u.norm(2).item() / ((u.numel() ** 0.5) * d))
+                      for a, u in zip(alphas, var_estimates)]
+            torch._foreach_mul_(var_estimates, scales)
+            torch._foreach_add_(p_, var_estimates)                     # θ ← θ - α·U / max(1, RMS(U)/d)
+
+# %% ../chapters/51_foreach.ipynb #c074
+Adafactor.update_foreach = staticmethod(adafactor_update_foreach)
