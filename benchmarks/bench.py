@@ -15,7 +15,7 @@ load hits both alike. The optimizers, their options, their state tensors and whe
 path come from the registry (optim_nb.registry); the timing helpers from optim_nb.speed. Targets (reported, never asserted): default within 1.05x of torch's default,
 our fastest within 1.10x of torch's fastest, >= 80 % of copy bandwidth on the large tensors.
 """
-import argparse, datetime, platform, statistics
+import argparse, datetime, inspect, platform, statistics
 import torch
 import optim_nb
 from optim_nb.registry import REGISTRY
@@ -68,6 +68,11 @@ def label(row):
     return row["path"] if row["kind"] == "step" else f"{row['path']}, {row['kind']}"
 
 
+def has_path(cls, path) -> bool:
+    "Does `cls` take the flag of `path`? (Adafactor has no `fused` argument, so no fused row)"
+    return path == "loop" or path in inspect.signature(cls).parameters
+
+
 def run(names, sets, rounds, min_time, paths=("loop", "foreach", "fused"), kinds=("step",)):
     bw, rmw = copy_bandwidth(1 << 24, 1.0), update_bandwidth(1 << 24, 1.0)
     rows = []
@@ -82,7 +87,7 @@ def run(names, sets, rounds, min_time, paths=("loop", "foreach", "fused"), kinds
             numel = sum(torch.Size(s).numel() for s in shapes)
             moved = bytes_per_element(entry.state_tensors) * numel
             for kind in kinds:
-                for path in paths:
+                for path in [p for p in paths if has_path(entry.cls, p)]:
                     row = time_row(entry, kind, path, shapes, rounds, min_time)
                     row.update(optimizer=name, params=set_name, gbs=moved / row["ours"] / 1e9,
                                torch_gbs=moved / row["torch"] / 1e9 if row["torch"] else None,

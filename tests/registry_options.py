@@ -4,6 +4,9 @@
 list is one of its values, a pair of numbers `(lo, hi)` a float between them, any other tuple a
 tuple drawn element by element, anything else that value.
 """
+import inspect
+import math
+
 import pytest
 import torch
 from hypothesis import strategies as st
@@ -47,10 +50,45 @@ def learning_rate(draw, entry, tensor=True):
     return lr
 
 
-def accepts(cls, **kwargs) -> bool:
-    "Does the constructor of `cls` accept `kwargs`?"
+def accepts(cls, shape=(1,), **kwargs) -> bool:
+    "Does the constructor of `cls` accept `kwargs` (for a parameter of `shape`)?"
     try:
-        cls([torch.zeros(1, requires_grad=True)], **kwargs)
+        cls([torch.zeros(shape, requires_grad=True)], **kwargs)
     except Exception:  # noqa: BLE001 - any refusal counts
         return False
     return True
+
+
+def takes(entry, name: str) -> bool:
+    """Does the torch.optim class of `entry` have the argument `name`? The flags are not everyone's:
+    Adafactor has `foreach` and `maximize` only, Muon none of them."""
+    return name in inspect.signature(entry.reference).parameters
+
+
+def flags(entry, **kwargs) -> dict:
+    "The keyword arguments of `kwargs` that the entry's torch.optim class takes (the others left out)."
+    return {k: v for k, v in kwargs.items() if takes(entry, k)}
+
+
+def shaped(entry, *shape) -> tuple:
+    "`shape`, or for an entry that takes matrices only (`shapes == '2-D'`) a matrix of as many elements."
+    if entry.shapes == "2-D" and len(shape) != 2:
+        return (math.prod(shape), 1)
+    return shape
+
+
+def for_tests(entry, cls):
+    """`cls` as the tests build it from a model's parameters: as it is, or for a '2-D' entry a factory
+    that hands it only the matrices of each group (a model's biases then stay where they are)."""
+    if entry.shapes != "2-D":
+        return cls
+
+    def matrices_only(params, *args, **kwargs):
+        groups = []
+        for g in params:
+            if isinstance(g, dict):
+                groups.append({**g, "params": [p for p in g["params"] if p.dim() == 2]})
+            elif g.dim() == 2:
+                groups.append(g)
+        return cls(groups, *args, **kwargs)
+    return matrices_only

@@ -120,10 +120,24 @@ def runs(tmp_path_factory):
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 
 
+def _failed_like_torch(runs, case, mode) -> bool:
+    "Did torch's class fail under `mode` on every rank, and ours with the same error (its last line)?"
+    last = lambda result: result[1].strip().splitlines()[-1]  # noqa: E731 - the exception and its message
+    theirs = [r[case.name, mode, "theirs"] for r in runs]
+    if any(t[0] == "ok" for t in theirs):
+        return False
+    for rank, (t, o) in enumerate(zip(theirs, (r[case.name, mode, "ours"] for r in runs))):
+        assert o[0] == "error" and last(o) == last(t), f"rank {rank}: torch failed with {last(t)!r}, ours: {o[1]}"
+    return True
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("case", ENTRIES, ids=str)
 def test_same_parameters_as_torch_on_two_processes(runs, case, mode):
+    "The same parameters and state; or, where torch's class fails under the wrapper, the same error."
     start = [p.detach() for p in small_model().parameters()]
+    if _failed_like_torch(runs, case, mode):  # Adafactor under FSDP2: torch's in-place norm on a DTensor
+        return
     for rank, results in enumerate(runs):
         theirs, ours = results[case.name, mode, "theirs"], results[case.name, mode, "ours"]
         assert theirs[0] == "ok", f"torch.optim.{case.name} under {mode} failed on rank {rank}:\n{theirs[1]}"
@@ -142,6 +156,8 @@ def test_the_wrappers_really_distribute(runs):
     local = [r[case.name, "ZeRO", "ours"][3]["local params"] for r in runs for case in ENTRIES[:1]]
     assert sum(local) == 4 and all(0 < n < 4 for n in local), local
     for case in ENTRIES:
+        if _failed_like_torch(runs, case, "FSDP2"):
+            continue
         extra = results[case.name, "FSDP2", "ours"][3]
         assert extra["param type"] == "DTensor" and extra["state types"] == ["DTensor"], extra
 

@@ -432,9 +432,10 @@ def _kinds(dtype, gen):
 @case_param
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_every_kind_of_parameter_like_torch(case, dtype):
-    def run(impl):
+    "The same numbers, or torch's error; where torch refuses one kind, the same for the other kinds."
+    def run(impl, leave_out=()):
         gen = torch.Generator().manual_seed(0)
-        params = {k: v.requires_grad_() for k, v in _kinds(dtype, gen).items()}
+        params = {k: v.requires_grad_() for k, v in _kinds(dtype, gen).items() if k not in leave_out}
         assert not params["transposed"].is_contiguous() and not params["strided"].is_contiguous()
         opt = cls_of(case, impl)(list(params.values()), **case.options)
         trace = []
@@ -451,9 +452,14 @@ def test_every_kind_of_parameter_like_torch(case, dtype):
         state_strides = [[t.stride() for t in opt.state[p].values() if isinstance(t, torch.Tensor) and t.dim()]
                          for p in params.values()]
         return trace, strides, state_strides
-    ours, _ = both(run)
-    last = ours[0][-1][0]
-    assert last[2].isnan().any(), "the NaN test saw no NaN"
+    ours = outcome(lambda: run("ours"))
+    same_outcome(ours, outcome(lambda: run("theirs")), "every kind")
+    if ours[0] == "error" and not dtype.is_complex:  # Adafactor: RMS(θ) of an empty parameter divides by zero
+        ours = outcome(lambda: run("ours", ["empty"]))
+        same_outcome(ours, outcome(lambda: run("theirs", ["empty"])), "every kind but the empty one")
+    if ours[0] == "ok":
+        last = ours[1][0][-1][0]
+        assert last[2 if len(last) == 6 else 1].isnan().any(), "the NaN test saw no NaN"  # the matrix
 
 
 # ------------------------------------------------------------------ sparse gradients

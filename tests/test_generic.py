@@ -3,6 +3,10 @@
 Numbers (bit-identity on every path torch has, the fused kernel within its stated ulps), the
 signature, defaults and errors, state, dtypes and complex parameters, differentiable steps.
 What is specific to one optimizer stays in its own file (tests/test_<name>.py).
+
+Which checks apply is read from torch's signature (`takes`: a class without `foreach`,
+`differentiable` or `capturable` skips the checks of that flag, and is never passed it) and from
+the entry (`shaped`, `for_tests`: an optimizer of matrices only is given matrices).
 """
 import inspect
 import math
@@ -14,7 +18,8 @@ from hypothesis import given, settings, strategies as st
 
 from optim_nb.testing import (OpLog, assert_matches_torch, assert_same, foreach_vs_loop, fused_vs_loop, outcome,
                               same_outcome, small_model, train)
-from registry_options import DTYPES, ENTRIES, accepts, each_entry, learning_rate, options
+from registry_options import (DTYPES, ENTRIES, accepts, each_entry, flags, for_tests, learning_rate, options,
+                              shaped, takes)
 
 NAN, INF = float("nan"), float("inf")
 
@@ -30,13 +35,16 @@ def test_bit_identical_to_torch_over_the_option_space(entry, data, dtype):
     if "betas" in first and data.draw(st.booleans(), "betas as tensors"):
         first["betas"] = tuple(torch.tensor(b) for b in first["betas"])
     second["lr"] = data.draw(learning_rate(entry, tensor=False))
-    assert_matches_torch(entry.cls, entry.reference, [first, second], dtype=dtype, lr=data.draw(learning_rate(entry)))
+    assert_matches_torch(for_tests(entry, entry.cls), for_tests(entry, entry.reference), [first, second], dtype=dtype,
+                         lr=data.draw(learning_rate(entry)))
 
 
 @each_entry
 @settings(max_examples=25)
 @given(data=st.data(), dtype=DTYPES)
 def test_foreach_bit_identical_to_torchs_foreach(entry, data, dtype):
+    if not takes(entry, "foreach"):
+        pytest.skip("torch has no foreach path")
     tensor_lr = accepts(entry.reference, lr=torch.tensor(0.01), foreach=True)
     first, second = data.draw(options(entry)), data.draw(options(entry))
     second["lr"] = data.draw(learning_rate(entry, tensor=False))
@@ -48,8 +56,12 @@ def test_foreach_bit_identical_to_torchs_foreach(entry, data, dtype):
 @settings(max_examples=6)
 @given(data=st.data(), dtype=DTYPES)
 def test_foreach_gives_the_loops_bits_and_state_layout(entry, data, dtype):
+    "The loop's bits, or where torch's own foreach path differs from its loop (Adafactor), torch's distance."
+    if not takes(entry, "foreach"):
+        pytest.skip("torch has no foreach path")
     groups = [data.draw(options(entry)), data.draw(options(entry))]
-    assert foreach_vs_loop(entry.cls, groups, dtype=dtype, lr=entry.options["lr"]) == 0
+    ours = foreach_vs_loop(entry.cls, groups, dtype=dtype, lr=entry.options["lr"])
+    assert ours == 0 or ours == foreach_vs_loop(entry.reference, groups, dtype=dtype, lr=entry.options["lr"])
 
 
 @each_entry
@@ -62,18 +74,21 @@ def test_the_comparison_can_fail(entry):
 
 @each_entry
 def test_foreach_is_the_path_taken_and_the_cpu_default_is_the_loop(entry):
-    params = list(small_model().parameters())
+    if not takes(entry, "foreach"):
+        pytest.skip("torch has no foreach path")
+    params = [p for p in small_model().parameters() if p.dim() == 2 or entry.shapes == "any"]
     for foreach, expected in [(True, "foreach"), (False, "loop"), (None, "loop")]:
         opt = entry.cls(params, foreach=foreach)
         assert opt.path(opt.param_groups[0], params) == expected
     assert entry.cls.update_foreach.__module__ == "optim_nb.foreach"
 
 
-def _mixed_run(cls, steps=8, **options):
+def _mixed_run(cls, entry, steps=8, **options):
     "One group holding float32, float64 and complex64 tensors: foreach groups them by dtype."
     torch.manual_seed(0)
-    ps = [torch.randn(3, requires_grad=True), torch.randn(2, 2, dtype=torch.float64, requires_grad=True),
-          torch.randn(4, dtype=torch.complex64, requires_grad=True)]
+    ps = [torch.randn(shaped(entry, 3), requires_grad=True),
+          torch.randn(shaped(entry, 2, 2), dtype=torch.float64, requires_grad=True),
+          torch.randn(shaped(entry, 4), dtype=torch.complex64, requires_grad=True)]
     opt = cls(ps, foreach=True, **options)
     for _ in range(steps):
         opt.zero_grad()
@@ -85,10 +100,14 @@ def _mixed_run(cls, steps=8, **options):
 @each_entry
 @pytest.mark.parametrize("variant", ["defaults", "all state, maximize"])
 def test_foreach_groups_by_dtype_and_handles_complex_as_torch(entry, variant):
-    opts = {"lr": entry.options["lr"]} if variant == "defaults" else {**entry.options, "maximize": True}
+    "The same numbers, or (Adafactor: no complex parameters) the same error."
+    if not takes(entry, "foreach"):
+        pytest.skip("torch has no foreach path")
+    opts = {"lr": entry.options["lr"]} if variant == "defaults" else {**entry.options, **flags(entry, maximize=True)}
     if accepts(entry.reference, lr=torch.tensor(0.01), foreach=True):
         opts["lr"] = torch.tensor(opts["lr"])
-    assert_same(_mixed_run(entry.cls, **opts), _mixed_run(entry.reference, **opts))
+    same_outcome(outcome(lambda: _mixed_run(entry.cls, entry, **opts)),
+                 outcome(lambda: _mixed_run(entry.reference, entry, **opts)))
 
 
 # ------------------------------------------------------------------ the fused kernel
@@ -117,7 +136,7 @@ def test_signature_defaults_and_unknown_arguments_are_torchs(entry):
     # optim_nb adds `fused` where torch has none (RMSprop, Adadelta), as the last argument
     added = [] if entry.reference_fused else [p for p in ours if p[0] == "fused"]
     assert ours == theirs + added and all(p[2] is None for p in added)
-    w = [torch.zeros(1, requires_grad=True)]
+    w = [torch.zeros(shaped(entry, 1), requires_grad=True)]
     assert entry.cls(w).defaults == entry.reference(w).defaults  # no `fused` key unless asked for
     if added:
         assert entry.cls(w, fused=True).param_groups[0]["fused"] is True
@@ -146,7 +165,7 @@ BAD = [(e, b) for e in ENTRIES for b in e.bad + e.stricter]
 
 @pytest.mark.parametrize("entry,bad", BAD, ids=[f"{e}-{','.join(f'{k}={v}' for k, v in b.items())}" for e, b in BAD])
 def test_bad_hyperparameter_raises_torchs_error(entry, bad):
-    w = [torch.zeros(2, requires_grad=True)]
+    w = [torch.zeros(shaped(entry, 2), requires_grad=True)]
     if any(bad is s for s in entry.stricter):  # torch accepts this value and fails later or never; we refuse it
         entry.reference(w, **bad)
         with pytest.raises(ValueError) as ours:
@@ -167,7 +186,7 @@ SWEEP = [0.0, -0.0, 1.0, -1e-12, INF, -INF, NAN, 1, 0]
 @each_entry
 def test_accepts_and_rejects_exactly_what_torch_does(entry):
     "Every numeric argument and betas, over edge values: same acceptance, same error, same defaults."
-    w = [torch.zeros(2, requires_grad=True)]
+    w = [torch.zeros(shaped(entry, 2), requires_grad=True)]
     numeric = [p.name for p in inspect.signature(entry.reference).parameters.values()
                if isinstance(p.default, (int, float)) and not isinstance(p.default, bool)]
     trials = [{name: v} for name in numeric for v in SWEEP]
@@ -186,17 +205,18 @@ def test_accepts_and_rejects_exactly_what_torch_does(entry):
 def test_a_bad_param_group_is_not_added(entry):
     key, value = next((k, v) for b in entry.bad for k, v in b.items()
                       if len(b) == 1 and k != "lr" and isinstance(v, float) and v < 0)
+    w = lambda: [torch.zeros(shaped(entry, 1), requires_grad=True)]  # noqa: E731
     with pytest.raises(Exception) as theirs:
-        entry.reference([torch.zeros(1, requires_grad=True)], **{key: value})
-    opt = entry.cls([torch.zeros(1, requires_grad=True)], **entry.options)
+        entry.reference(w(), **{key: value})
+    opt = entry.cls(w(), **entry.options)
     with pytest.raises(ValueError, match=re.escape(str(theirs.value))):
-        opt.add_param_group({"params": [torch.zeros(1, requires_grad=True)], key: value})
+        opt.add_param_group({"params": w(), key: value})
     assert len(opt.param_groups) == 1
 
 
-def _first_step(cls, dtype=torch.float32, later=None, **options):
+def _first_step(cls, dtype=torch.float32, later=None, shape=(3,), **options):
     "What the first step does (and the parameter afterwards): its result or its error."
-    p = torch.zeros(3, dtype=dtype, requires_grad=dtype.is_floating_point or dtype.is_complex)
+    p = torch.zeros(shape, dtype=dtype, requires_grad=dtype.is_floating_point or dtype.is_complex)
     made = outcome(lambda: cls([p], **options))
     if made[0] == "error":
         return made
@@ -227,10 +247,12 @@ STEP_FLAGS = {
 def test_errors_at_the_first_step_are_torchs(entry, flags):
     "Refusals that torch makes at the first step: the same error, and nothing moved."
     kwargs = dict(STEP_FLAGS[flags])
-    if "betas" in flags and "betas" not in entry.space:
-        pytest.skip("no betas")
     if "fused" in flags and not entry.reference_fused:
         pytest.skip("torch has no fused path (tests/test_fused.py checks ours)")
+    arguments = set(kwargs) - {"dtype", "later"} | set(kwargs.get("later", {}))
+    if not all(takes(entry, name) for name in arguments):
+        pytest.skip(f"torch's {entry.name} has no {', '.join(sorted(n for n in arguments if not takes(entry, n)))}")
+    kwargs["shape"] = shaped(entry, 3)
     ours, theirs = _first_step(entry.cls, **kwargs), _first_step(entry.reference, **kwargs)
     same_outcome(ours[0], theirs[0], flags)
     if ours[0][0] == "error" and len(ours) > 1:
@@ -244,12 +266,13 @@ def test_errors_at_the_first_step_are_torchs(entry, flags):
 @each_entry
 @pytest.mark.parametrize("variant", ["defaults", "all state"])
 def test_state_names_and_creation_match_torch(entry, variant):
-    "Nothing (or torch's eager state) before the first step; then torch's names, in torch's order."
+    """Nothing (or torch's eager state) before the first step; then torch's names, in torch's order
+    (for a 4×3 parameter, as the registry states them)."""
     opts = {} if variant == "defaults" else entry.options
 
     def run(cls):
         torch.manual_seed(0)
-        a, frozen = torch.randn(4, requires_grad=True), torch.zeros(2, requires_grad=True)
+        a, frozen = torch.randn(4, 3, requires_grad=True), torch.zeros(2, 2, requires_grad=True)
         opt = cls([a, frozen], **opts)
         before = opt.state_dict()
         a.pow(2).sum().backward()
@@ -266,8 +289,10 @@ def test_step_dtype_follows_the_default_dtype(entry):
     old = torch.get_default_dtype()
     try:
         torch.set_default_dtype(torch.float64)
-        _, ours = train(lambda m: entry.cls(m.parameters(), **entry.options), dtype=torch.float64, steps=2)
-        _, theirs = train(lambda m: entry.reference(m.parameters(), **entry.options), dtype=torch.float64, steps=2)
+        _, ours = train(lambda m: for_tests(entry, entry.cls)(m.parameters(), **entry.options),
+                        dtype=torch.float64, steps=2)
+        _, theirs = train(lambda m: for_tests(entry, entry.reference)(m.parameters(), **entry.options),
+                          dtype=torch.float64, steps=2)
         assert_same(ours.state_dict(), theirs.state_dict())
         if entry.kernel:  # the fused path counts in float32, as torch's fused optimizers do
             w = torch.zeros(2, requires_grad=True)
@@ -283,8 +308,11 @@ def test_step_dtype_follows_the_default_dtype(entry):
 @pytest.mark.parametrize("foreach", [False, True])
 def test_the_gradient_is_left_as_torch_leaves_it(entry, foreach):
     "RMSprop's rule leaves `grad` alone; SGD's Nesterov multi-tensor rule writes into it, as torch's does."
+    if foreach and not takes(entry, "foreach"):
+        pytest.skip("torch has no foreach path")
     def grads(cls):
-        model, _ = train(lambda m: cls(m.parameters(), **entry.options, maximize=True, foreach=foreach), steps=3)
+        model, _ = train(lambda m: for_tests(entry, cls)(m.parameters(), **entry.options,
+                                                        **flags(entry, maximize=True, foreach=foreach)), steps=3)
         return [p.grad for p in model.parameters()]
     assert_same(grads(entry.cls), grads(entry.reference))
 
@@ -295,18 +323,21 @@ def test_the_gradient_is_left_as_torch_leaves_it(entry, foreach):
 @pytest.mark.parametrize("foreach", [False, True])
 @pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128], ids=str)
 def test_complex_parameters_match_torch(entry, dtype, foreach):
-    "A complex group beside a real one that maximizes, with all of the entry's state."
+    "A complex group beside a real one that maximizes, with all of the entry's state; or torch's refusal."
+    if foreach and not takes(entry, "foreach"):
+        pytest.skip("torch has no foreach path")
     def run(cls):
         torch.manual_seed(0)
-        z = torch.randn(5, dtype=dtype, requires_grad=True)
-        w = torch.randn(3, requires_grad=True)
-        opt = cls([{"params": [z]}, {"params": [w], "maximize": True}], foreach=foreach, **entry.options)
+        z = torch.randn(shaped(entry, 5), dtype=dtype, requires_grad=True)
+        w = torch.randn(shaped(entry, 3), requires_grad=True)
+        opt = cls([{"params": [z]}, {"params": [w], **flags(entry, maximize=True)}], **flags(entry, foreach=foreach),
+                  **entry.options)
         for _ in range(8):
             opt.zero_grad()
             ((z - 1j) * (z - 1j).conj()).real.sum().add(w.sin().sum()).backward()
             opt.step()
         return z.detach(), w.detach(), opt.state_dict()
-    assert_same(run(entry.cls), run(entry.reference))
+    same_outcome(outcome(lambda: run(entry.cls)), outcome(lambda: run(entry.reference)))
 
 
 @each_entry
@@ -315,7 +346,9 @@ def test_complex_parameters_match_torch(entry, dtype, foreach):
 def test_differentiable_steps_give_torchs_values_and_gradients(entry, variant, dtype):
     """Three differentiable steps of a non-leaf parameter: the same values, state and gradients
     w.r.t. the start (and w.r.t. lr, where torch's rule takes a tensor lr that requires grad)."""
-    opts = {} if variant == "defaults" else {**entry.options, "maximize": True}
+    if not takes(entry, "differentiable"):
+        pytest.skip("torch has no differentiable steps")
+    opts = {} if variant == "defaults" else {**entry.options, **flags(entry, maximize=True)}
 
     def run(cls, lr_tensor):
         lr = torch.tensor(entry.options["lr"], dtype=dtype, requires_grad=True)
@@ -342,13 +375,16 @@ def test_differentiable_steps_give_torchs_values_and_gradients(entry, variant, d
 @pytest.mark.parametrize("capturable", [False, True])
 def test_on_cuda_matches_torch(entry, foreach, capturable):
     "On a GPU, loop and multi-tensor paths, with capturable (lr as a tensor on the device) where torch has it."
-    options = dict(entry.options, foreach=foreach)
+    if (foreach and not takes(entry, "foreach")) or (capturable and not takes(entry, "capturable")):
+        pytest.skip("torch has no such path")
+    options = dict(entry.options, **flags(entry, foreach=foreach))
     if capturable:
         options.update(capturable=True, lr=torch.tensor(entry.options["lr"], device="cuda"))
 
     def run(cls):
         torch.manual_seed(0)
-        ws = [torch.randn(16, device="cuda", requires_grad=True), torch.randn(3, 5, device="cuda", requires_grad=True)]
+        ws = [torch.randn(shaped(entry, 16), device="cuda", requires_grad=True),
+              torch.randn(3, 5, device="cuda", requires_grad=True)]
         made = outcome(lambda: cls(ws, **options))
         if made[0] == "error":
             return made
