@@ -16,6 +16,7 @@ from .adadelta import Adadelta
 from .adam import Adam
 from .adamw import AdamW
 from .adafactor import Adafactor
+from .muon import Muon
 
 # %% ../chapters/91_registry.ipynb #c005
 @dataclass(frozen=True)
@@ -148,4 +149,14 @@ REGISTRY = {e.name: e for e in [
                dict(eps=(NAN, 1e-3)), dict(eps=(None, -1e-3)), dict(eps=(None, NAN)), dict(d=0.5), dict(d=NAN),
                dict(weight_decay=-1e-2), dict(weight_decay=NAN), dict(betas=(0.9, 0.99))],
           bench_options=dict(lr=1e-2), state_tensors=0),
+    Entry("Muon", Muon, torch.optim.Muon, chapter="17_muon",
+          summary="momentum orthogonalized by Newton–Schulz, for 2-D weights (hidden layers' matrices).",
+          options=dict(lr=0.02, momentum=0.9, weight_decay=1e-2), state=("momentum_buffer",),
+          space=dict(weight_decay=_DECAY, momentum=[0.0, 0.5, 0.95, (0.0, 0.99)], nesterov=_FLAG,
+                     ns_coefficients=[(3.4445, -4.775, 2.0315), (1.5, -0.5, 0.0)], eps=[1e-7, 1e-3, (0.0, 0.1)],
+                     ns_steps=[5, 1, 8, 0], adjust_lr_fn=[None, "original", "match_rms_adamw"]),
+          lr_range=(1e-4, 0.1),
+          bad=[*_BAD_LR, dict(lr=NAN), dict(momentum=-0.1), dict(momentum=NAN), dict(weight_decay=-1e-2),
+               dict(weight_decay=NAN), dict(adjust_lr_fn="spectral"), dict(betas=(0.9, 0.99))],
+          momentum_key="momentum", bench_options=dict(lr=0.02), state_tensors=1, shapes="2-D"),
 ]}
