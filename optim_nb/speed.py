@@ -5,6 +5,7 @@ __all__ = ['bytes_per_element', 'seconds', 'copy_bandwidth', 'update_bandwidth',
            'step_seconds', 'timed_optimizer']
 
 # %% ../chapters/53_speed.ipynb #c002
+import inspect
 import torch
 import torch.utils.benchmark as tb
 
@@ -55,7 +56,9 @@ def timed_optimizer(lib, name: str, shapes: list, path: str, warmup: int = 3, **
     for p in params:
         p.grad = torch.randn(p.shape, generator=gen) * 1e-3
     flags = {"loop": dict(foreach=False), "foreach": dict(foreach=True), "fused": dict(fused=True)}[path]
-    opt = getattr(lib, name)(params, **options, **flags)
+    cls = getattr(lib, name)
+    takes = inspect.signature(cls).parameters  # a class without the flag (torch's Muon: no foreach) runs its loop
+    opt = cls(params, **options, **{k: v for k, v in flags.items() if k in takes})
     for _ in range(warmup):
         opt.step()
     return opt
