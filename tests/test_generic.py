@@ -69,7 +69,7 @@ def test_the_comparison_can_fail(entry):
     def other_lr(params, **kw):
         return entry.cls(params, **{**kw, "lr": kw["lr"] * 1.1})
     with pytest.raises(AssertionError):
-        assert_matches_torch(other_lr, entry.reference, [{}, {}], **entry.options)
+        assert_matches_torch(for_tests(entry, other_lr), for_tests(entry, entry.reference), [{}, {}], **entry.options)
 
 
 @each_entry
@@ -133,13 +133,13 @@ def _described(cls):
 @each_entry
 def test_signature_defaults_and_unknown_arguments_are_torchs(entry):
     ours, theirs = _described(entry.cls), _described(entry.reference)
-    # optim_nb adds `fused` where torch has none (RMSprop, Adadelta), as the last argument
-    added = [] if entry.reference_fused else [p for p in ours if p[0] == "fused"]
-    assert ours == theirs + added and all(p[2] is None for p in added)
+    # optim_nb adds `fused` (RMSprop, Adadelta) or `foreach` (Muon) where torch has none, as trailing arguments
+    added = ours[len(theirs):]
+    assert ours[:len(theirs)] == theirs and all(p[0] in ("foreach", "fused") and p[2] is None for p in added)
     w = [torch.zeros(shaped(entry, 1), requires_grad=True)]
     assert entry.cls(w).defaults == entry.reference(w).defaults  # no `fused` key unless asked for
-    if added:
-        assert entry.cls(w, fused=True).param_groups[0]["fused"] is True
+    for name, _, _ in added:
+        assert entry.cls(w, **{name: True}).param_groups[0][name] is True
     everyones = {name for e in ENTRIES for name in inspect.signature(e.reference).parameters} | {"lr_scheduler"}
     for name in sorted(everyones - set(inspect.signature(entry.reference).parameters) - {p[0] for p in added}):
         same_outcome(outcome(lambda: entry.cls(w, **{name: 0.5})), outcome(lambda: entry.reference(w, **{name: 0.5})), name)
