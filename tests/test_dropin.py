@@ -18,14 +18,15 @@ from torch.optim import swa_utils
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from optim_nb.testing import assert_same as same, batches, outcome, same_outcome, small_model
-from registry_options import ENTRIES
+from registry_options import ENTRIES, for_tests
 
 NAN, INF = float("nan"), float("inf")
 case_param = pytest.mark.parametrize("case", ENTRIES, ids=str)
 
 
 def cls_of(case, impl):
-    return case.cls if impl == "ours" else case.reference
+    "The class of `impl`, as the tests build it from a model (matrices only for a '2-D' entry: for_tests)."
+    return for_tests(case, case.cls if impl == "ours" else case.reference)
 
 
 def groups(model, case):
