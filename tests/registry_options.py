@@ -77,6 +77,11 @@ def shaped(entry, *shape) -> tuple:
     return shape
 
 
+def fitting(entry, params) -> list:
+    "The parameters of `params` the tests give the entry: all of them, or for a '2-D' entry its matrices."
+    return [p for p in params if entry.shapes != "2-D" or p.dim() == 2]
+
+
 def for_tests(entry, cls):
     """`cls` as the tests build it from a model's parameters: as it is, or for a '2-D' entry a factory
     that hands it only the matrices of each group (a model's biases then stay where they are)."""
@@ -87,7 +92,7 @@ def for_tests(entry, cls):
         groups = []
         for g in params:
             if isinstance(g, dict):
-                groups.append({**g, "params": [p for p in g["params"] if p.dim() == 2]})
+                groups.append({**g, "params": fitting(entry, g["params"])})
             elif g.dim() == 2:
                 groups.append(g)
         return cls(groups, *args, **kwargs)

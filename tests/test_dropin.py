@@ -18,7 +18,7 @@ from torch.optim import swa_utils
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from optim_nb.testing import assert_same as same, batches, outcome, same_outcome, small_model
-from registry_options import ENTRIES, for_tests
+from registry_options import ENTRIES, fitting, for_tests, shaped
 
 NAN, INF = float("nan"), float("inf")
 case_param = pytest.mark.parametrize("case", ENTRIES, ids=str)
@@ -92,14 +92,15 @@ def test_checkpoint_resumes_across_implementations(case, first, second):
     same(opt2.state_dict(), ref_opt.state_dict(), "optimizer state")
 
 
-def _layout(model, how):
-    "Parameter groups that do not fit the two groups of `groups()`."
-    (w0, b0), (w2, b2) = model[0].parameters(), model[2].parameters()
-    extra = torch.nn.Parameter(torch.zeros(3))
-    return {"one group fewer": [{"params": [w0, b0, w2, b2]}],
-            "one group more": [{"params": [w0, b0]}, {"params": [w2]}, {"params": [b2]}],
-            "one param fewer": [{"params": [w0, b0]}, {"params": [w2]}],
-            "one param more": [{"params": [w0, b0]}, {"params": [w2, b2, extra]}]}[how]
+def _layout(model, how, case):
+    """Parameter groups that do not fit the two groups of `groups()` (of the parameters the entry
+    takes: for a '2-D' entry the matrices, and an extra matrix where one is added)."""
+    first, second = fitting(case, model[0].parameters()), fitting(case, model[2].parameters())
+    extra = torch.nn.Parameter(torch.zeros(shaped(case, 3)))
+    return {"one group fewer": [{"params": first + second}],
+            "one group more": [{"params": first}, {"params": second[:1]}, {"params": second[1:] or [extra]}],
+            "one param fewer": [{"params": first}, {"params": second[:-1]}],
+            "one param more": [{"params": first}, {"params": second + [extra]}]}[how]
 
 
 def _snapshot(opt):
@@ -115,7 +116,7 @@ def _snapshot(opt):
 def test_a_checkpoint_that_does_not_fit_is_refused_and_changes_nothing(case, how):
     def run(impl):
         source_model = small_model(seed=5)
-        source = case.reference(_layout(source_model, how), **case.options)
+        source = case.reference(_layout(source_model, how, case), **case.options)
         train(source_model, source, batches(2, seed=7))
         model = small_model()
         opt = make(case, impl, model)
@@ -154,6 +155,8 @@ def test_a_checkpoint_from_an_older_torch_loads(case):
     for s in old["state"].values():
         if "step" in s:
             s["step"] = float(s["step"])
+    if not restored and not any("step" in s for s in old["state"].values()):
+        pytest.skip(f"torch's {case.name} restores no group key and keeps no step: no older form to load")
     assert restored, "torch restores no key: nothing to test"
 
     def run(impl):
@@ -371,7 +374,7 @@ def test_a_copied_optimizer_goes_on_like_the_original(case, how):
         if how == "pickled state_dict":  # a new optimizer on a copy of the model, then its state
             model, opt = obj
             model2 = copy.deepcopy(model)
-            opt2 = type(opt)(groups(model2, case), **case.options)
+            opt2 = for_tests(case, type(opt))(groups(model2, case), **case.options)
             opt2.load_state_dict(pickle.loads(pickle.dumps(opt.state_dict())))
             return model2, opt2
         if how == "deepcopy":
@@ -389,7 +392,8 @@ def test_a_copied_optimizer_goes_on_like_the_original(case, how):
         train(model, opt, data[:3])
         model2, opt2 = copied((model, opt))
         assert type(opt2) is type(opt)
-        assert all(p is q for p, q in zip(model2.parameters(), (p for g in opt2.param_groups for p in g["params"])))
+        assert all(p is q for p, q in zip(fitting(case, model2.parameters()),
+                                          (p for g in opt2.param_groups for p in g["params"])))
         train(model, opt, data[3:])
         train(model2, opt2, data[3:])
         same(params_of(model2), params_of(model), f"{impl}: copy vs original")
@@ -404,7 +408,7 @@ def test_add_param_group_mid_training_like_torch(case):
         model = small_model()
         opt = cls_of(case, impl)(model[0].parameters(), **case.options)
         train(model, opt, batches(3))
-        opt.add_param_group({"params": model[2].parameters(), "lr": case.options["lr"] * 0.5})
+        opt.add_param_group({"params": fitting(case, model[2].parameters()), "lr": case.options["lr"] * 0.5})
         duplicate = outcome(lambda: opt.add_param_group({"params": [model[0].weight]}))
         assert duplicate[0] == "error" and len(opt.param_groups) == 2
         trained = outcome(lambda: train(model, opt, batches(3, seed=5)))
