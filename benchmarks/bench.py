@@ -15,7 +15,7 @@ load hits both alike. The optimizers, their options, their state tensors and whe
 path come from the registry (optim_nb.registry); the timing helpers from optim_nb.speed. Targets (reported, never asserted): default within 1.05x of torch's default,
 our fastest within 1.10x of torch's fastest, >= 80 % of copy bandwidth on the large tensors.
 """
-import argparse, datetime, inspect, platform, statistics
+import argparse, datetime, inspect, math, platform, statistics
 import torch
 import optim_nb
 from optim_nb.registry import REGISTRY
@@ -52,6 +52,16 @@ def param_sets(quick):
     return {"large": [(n,)] * 4, "resnet18": RESNET18, "small": small}
 
 
+def shapes_for(entry, shapes):
+    """The shapes `entry` is timed on: the set's, or for a '2-D' entry (Entry.shapes: matrices only) the
+    set's weights as the matrices they multiply (out × in·kh·kw for a convolution), its vectors left
+    out; a set of vectors only (large) as matrices of 64 rows (Newton–Schulz costs rows² per element)."""
+    if entry.shapes != "2-D":
+        return shapes
+    matrices = [(s[0], math.prod(s[1:])) for s in shapes if len(s) >= 2]
+    return matrices or [(64, math.prod(s) // 64) for s in shapes]
+
+
 def state_bytes(opt):
     return sum(t.numel() * t.element_size() for s in opt.state.values() for t in s.values()
                if torch.is_tensor(t) and t.dim() > 0)
@@ -84,6 +94,7 @@ def run(names, sets, rounds, min_time, paths=("loop", "foreach", "fused"), kinds
     for name in names:
         entry = REGISTRY[name]
         for set_name, shapes in sets.items():
+            shapes = shapes_for(entry, shapes)
             numel = sum(torch.Size(s).numel() for s in shapes)
             moved = bytes_per_element(entry.state_tensors) * numel
             for kind in kinds:
@@ -104,8 +115,8 @@ def time_row(entry, kind, path, shapes, rounds, min_time):
     "One row: optim_nb and torch.optim (where torch has the path) timed alternately, round after round."
     timer = KINDS[kind]
     ours = timed_optimizer(optim_nb, entry.name, shapes, path, **entry.bench_options)
-    has_path = path != "fused" or entry.reference_fused
-    theirs = timed_optimizer(torch.optim, entry.name, shapes, path, **entry.bench_options) if has_path else None
+    torch_has = has_path(entry.reference, path) and (path != "fused" or entry.reference_fused)  # Muon: no foreach
+    theirs = timed_optimizer(torch.optim, entry.name, shapes, path, **entry.bench_options) if torch_has else None
     contenders = (("ours", ours),) + ((("torch", theirs),) if theirs else ())
     times = {"ours": [], "torch": []}
     for _ in range(rounds):  # interleaved: ours, torch, ours, torch, ...
