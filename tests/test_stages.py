@@ -21,7 +21,9 @@ from optim_nb.stages import (BEALE, QUADRATIC, ROSENBROCK, SADDLE, STAGES, Stage
 from optim_nb.registry import REGISTRY  # noqa: E402
 
 # every optimizer with its defaults, and with the options that use all of its state
-OPTIMIZERS = [(e.cls, options) for e in REGISTRY.values()
+# a stage's parameter is a point of the plane, a vector: the optimizers that take any shape (Entry.shapes;
+# one that takes matrices only, Muon, cannot step it, as chapter 41 says)
+OPTIMIZERS = [(e.cls, options) for e in REGISTRY.values() if e.shapes != "2-D"
               for options in ({}, {k: v for k, v in e.options.items() if k != "lr"})]
 
 
