@@ -108,7 +108,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'optim_nb.muon.Muon.__init__': ('muon.html#muon.__init__', 'optim_nb/muon.py'),
                                'optim_nb.muon.Muon.check_grad': ('muon.html#muon.check_grad', 'optim_nb/muon.py'),
                                'optim_nb.muon.Muon.init_state': ('muon.html#muon.init_state', 'optim_nb/muon.py'),
-                               'optim_nb.muon.Muon.path': ('muon.html#muon.path', 'optim_nb/muon.py'),
                                'optim_nb.muon.Muon.validate': ('muon.html#muon.validate', 'optim_nb/muon.py'),
                                'optim_nb.muon.adjust_lr': ('muon.html#adjust_lr', 'optim_nb/muon.py'),
                                'optim_nb.muon.muon_update': ('muon.html#muon_update', 'optim_nb/muon.py'),

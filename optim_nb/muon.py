@@ -83,9 +83,6 @@ class Muon(Optimizer):
         eps: floor of the Frobenius norm the iteration divides by (default 1e-7).
         ns_steps: number K < 100 of Newton–Schulz steps (default 5).
         adjust_lr_fn: None or 'original' (ρ = √max(1, A/B)), or 'match_rms_adamw' (default None).
-        foreach: optim_nb's addition: True runs the multi-tensor rule `muon_update_foreach`, one
-            batched Newton–Schulz (`torch.baddbmm`) per shape in the group; None or False, the
-            per-parameter loop, as torch (default None). Stored in the groups only when set.
 
     Example:
         >>> model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Tanh(), torch.nn.Linear(64, 10))
@@ -98,12 +95,10 @@ class Muon(Optimizer):
 
     def __init__(self, params, lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True,
                  ns_coefficients=(3.4445, -4.775, 2.0315), eps=1e-7, ns_steps=5,
-                 adjust_lr_fn=None, foreach=None):
+                 adjust_lr_fn=None):
         defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
                         ns_coefficients=ns_coefficients, eps=eps, ns_steps=ns_steps,
                         adjust_lr_fn=adjust_lr_fn)
-        if foreach:  # our addition is kept out of the groups unless asked for: torch's state_dict
-            defaults["foreach"] = foreach
         super().__init__(params, defaults)
         for group in self.param_groups:
             for p in group["params"]:
@@ -128,10 +123,6 @@ class Muon(Optimizer):
             raise RuntimeError("Muon does not support complex parameters")
         if param.grad.is_sparse:
             raise RuntimeError("Muon does not support sparse gradients")
-
-    def path(self, group, params):
-        "The batched rule only when asked for (torch's Muon always loops, on CUDA too)."
-        return "foreach" if group.get("foreach") and self.update_foreach is not None else "loop"
 
     def init_state(self, param, state, group):
         state["momentum_buffer"] = zeros_state(param.grad)

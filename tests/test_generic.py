@@ -133,7 +133,7 @@ def _described(cls):
 @each_entry
 def test_signature_defaults_and_unknown_arguments_are_torchs(entry):
     ours, theirs = _described(entry.cls), _described(entry.reference)
-    # optim_nb adds `fused` (RMSprop, Adadelta) or `foreach` (Muon) where torch has none, as trailing arguments
+    # optim_nb adds `fused` (RMSprop, Adadelta) where torch has none, as a trailing argument
     added = ours[len(theirs):]
     assert ours[:len(theirs)] == theirs and all(p[0] in ("foreach", "fused") and p[2] is None for p in added)
     w = [torch.zeros(shaped(entry, 1), requires_grad=True)]
