@@ -111,11 +111,8 @@ class Adafactor(Optimizer):
         require(1.0 <= h["d"], f"Clipping threshold d should be >= 1 but is: {h['d']}")
         require(0.0 <= h["weight_decay"], f"weight_decay should be >= 0 but is: {h['weight_decay']}")
 
-    def check_grad(self, param, group):
-        if torch.is_complex(param):
-            raise RuntimeError("Adafactor does not support complex parameters")
-        if param.grad.is_sparse:
-            raise RuntimeError("Adafactor does not support sparse gradients")
+    complex_error = "Adafactor does not support complex parameters"
+    sparse_error = "Adafactor does not support sparse gradients"
 
     def init_state(self, param, state, group):
         grad = param.grad

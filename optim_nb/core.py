@@ -142,8 +142,10 @@ class Optimizer(torch.optim.Optimizer):
     owns the per-parameter loop, lazy state, the gradient sign for `maximize`, the checks on
     gradients and hyperparameters, and the `foreach`/`fused`/`differentiable` flags.
     """
-    # torch's message for a sparse gradient, for rules that cannot use one (None: accepted)
+    # torch's messages for a sparse gradient and a complex parameter, for rules that cannot take
+    # one (None: accepted)
     sparse_error: str | None = None
+    complex_error: str | None = None
 
     def __init__(self, params, defaults: dict):
         self.validate(defaults)
@@ -178,6 +180,8 @@ class Optimizer(torch.optim.Optimizer):
 
     def check_grad(self, param: Tensor, group: dict):
         "Raise torch's error for a gradient this rule cannot use."
+        if self.complex_error and torch.is_complex(param):
+            raise RuntimeError(self.complex_error)
         if param.grad.is_sparse and self.sparse_error:
             raise RuntimeError(self.sparse_error)
 

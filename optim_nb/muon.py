@@ -118,11 +118,8 @@ class Muon(Optimizer):
         if h["adjust_lr_fn"] is not None and h["adjust_lr_fn"] not in ["original", "match_rms_adamw"]:
             raise ValueError(f"Adjust learning rate function {h['adjust_lr_fn']} is not supported")
 
-    def check_grad(self, param, group):
-        if torch.is_complex(param):
-            raise RuntimeError("Muon does not support complex parameters")
-        if param.grad.is_sparse:
-            raise RuntimeError("Muon does not support sparse gradients")
+    complex_error = "Muon does not support complex parameters"
+    sparse_error = "Muon does not support sparse gradients"
 
     def init_state(self, param, state, group):
         state["momentum_buffer"] = zeros_state(param.grad)
