@@ -129,9 +129,10 @@ def place_legend(ax, where: str | None = "below", **kwargs):
 
 def shared_legend(fig, ax, pad: float = 0.02):
     """One legend for the whole of `fig`, below all its panels, with the labelled lines of `ax`
-    (whose own legend is removed); the panels are laid out above it with `tight_layout`."""
+    (the panels' own legends are removed); the panels are laid out above it with `tight_layout`."""
     handles, labels = ax.get_legend_handles_labels()
-    ax.get_legend() and ax.get_legend().remove()
+    for panel in fig.axes:
+        panel.get_legend() and panel.get_legend().remove()
     renderer = fig.canvas.get_renderer()
     for ncol in range(len(labels), 0, -1):
         legend = fig.legend(handles, labels, loc="lower center", ncol=ncol, frameon=False)
