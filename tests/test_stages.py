@@ -14,7 +14,7 @@ from hypothesis import given, settings, strategies as st  # noqa: E402
 
 import optim_nb  # noqa: E402
 from optim_nb import stages  # noqa: E402
-from optim_nb.stages import (BEALE, QUADRATIC, ROSENBROCK, SADDLE, STAGES, Stage,  # noqa: E402
+from optim_nb.stages import (BEALE, NOISY, QUADRATIC, ROSENBROCK, ROTATED, SADDLE, STAGES, Stage,  # noqa: E402
                              animate_paths, path, player_html, plot_curves, plot_paths, plot_stage, plot_sweep,
                              quadratic, sweep)
 
@@ -33,9 +33,10 @@ def _close_figures():
     plt.close("all")
 
 
-def test_the_stages_are_the_four_of_the_issue():
-    assert list(STAGES) == ["quadratic", "Rosenbrock", "saddle", "Beale"]
-    assert [STAGES[n] for n in STAGES] == [QUADRATIC, ROSENBROCK, SADDLE, BEALE]
+def test_the_stages_are_the_four_classics_and_two_variations_of_the_quadratic():
+    assert list(STAGES) == ["quadratic", "Rosenbrock", "saddle", "Beale", "rotated quadratic", "noisy quadratic"]
+    assert [STAGES[n] for n in STAGES] == [QUADRATIC, ROSENBROCK, SADDLE, BEALE, ROTATED, NOISY]
+    assert [s.noise for s in STAGES.values()] == [0, 0, 0, 0, 0, 0.5]
     assert all(isinstance(s, Stage) for s in STAGES.values())
 
 
