@@ -17,7 +17,9 @@ run fails on
             scroll on its own (overflow-x auto/scroll, e.g. code cells, scrolling tables), text
             wider than its own box that is clipped or spills, an image wider than the column,
             or the page scrolling sideways;
-  image     an image that did not load.
+  image     an image that did not load;
+  slider    a Bokeh figure (`.bokeh-figure`, see chapters/90_stages.ipynb) that did not draw, or
+            whose first slider, dragged with the mouse, changed no data of the figure.
 A page that only redirects (<meta http-equiv="refresh">, the book's index.html) is not opened;
 its target must exist inside BUILD_DIR.
 
@@ -235,8 +237,13 @@ CHECK_JS = r"""
   const all = [...col.querySelectorAll(':not(mjx-container *, svg *)')];
   // (1) elements sticking out of their parent's box, outside any scroller
   const sticking = new Map();
+  // the box an element is laid out in: its parent, or the nearest ancestor with a box of its own
+  // (an element with display: contents, like the root <div> of a Bokeh figure, has none)
+  const boxOf = el => { let p = el.parentElement;
+                        while (p && p !== col && getComputedStyle(p).display === 'contents') p = p.parentElement;
+                        return p; };
   for (const el of all) {
-    const par = el.parentElement;
+    const par = boxOf(el);
     if (!par || scroller(par) || ignore(el)) continue;
     const pr = par.getBoundingClientRect();
     const by = Math.round(el.getBoundingClientRect().right - (pr.left + par.clientLeft + (par.clientWidth || pr.width)));
@@ -286,6 +293,81 @@ CHECK_JS = r"""
   }
 })()
 """
+
+
+# Waits (up to timeoutMs) for every Bokeh figure of the page to draw its sliders; scrolls the
+# first slider handle of figure `k` to the middle of the viewport; returns where it is (viewport
+# coordinates), the slider's bar and the figure's data as text, or why there is none.
+BOKEH_JS = r"""
+(async (k, timeoutMs) => {
+  const sleep = ms => new Promise(r => setTimeout(r, ms));
+  const figures = [...document.querySelectorAll('.bokeh-figure')];
+  const handles = () => {          // Bokeh draws widgets inside shadow roots: walk into them
+    const found = [];
+    const visit = root => { for (const el of root.querySelectorAll('*')) {
+      if (el.matches('.noUi-handle')) found.push(el);
+      if (el.shadowRoot) visit(el.shadowRoot);
+    } };
+    visit(document);
+    return found;
+  };
+  const figureOf = el => { while (el.getRootNode() !== document) el = el.getRootNode().host;
+                           return el.closest('.bokeh-figure'); };
+  const t0 = performance.now();
+  let handle;
+  while (!(handle = handles().find(h => figureOf(h) === figures[k]))) {
+    if (performance.now() - t0 > timeoutMs) return {error: 'drew no slider (BokehJS ' +
+        (window.Bokeh ? 'loaded' : 'not loaded') + ')'};
+    await sleep(50);
+  }
+  handle.scrollIntoView({block: 'center'});
+  await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
+  const h = handle.getBoundingClientRect(), bar = handle.closest('.noUi-target').getBoundingClientRect();
+  const data = [];
+  for (const doc of Bokeh.documents) for (const m of doc.all_models)
+    if (m.type === 'ColumnDataSource') data.push(JSON.stringify(m.data, (key, v) =>
+        ArrayBuffer.isView(v) ? Array.from(v) : v));
+  return {x: h.x + h.width / 2, y: h.y + h.height / 2, left: bar.x, right: bar.x + bar.width,
+          value: handle.getAttribute('aria-valuenow'), data: data.join('\n')};
+})
+"""
+
+
+def move_sliders(cdp, session, timeout):
+    """Drag the first slider of every Bokeh figure of the page with the mouse; the problems found."""
+    def evaluate(k):
+        r = cdp.send("Runtime.evaluate", {"expression": f"({BOKEH_JS})({k}, {int(timeout * 1000)})",
+                                          "awaitPromise": True, "returnByValue": True}, session, timeout + 20)
+        if "exceptionDetails" in r:
+            raise RuntimeError(f"the slider check's own script failed: {r['exceptionDetails']}")
+        return r["result"]["value"]
+
+    n = cdp.send("Runtime.evaluate", {"expression": "document.querySelectorAll('.bokeh-figure').length",
+                                      "returnByValue": True}, session)["result"]["value"]
+    problems = []
+    for k in range(n):
+        before = evaluate(k)
+        if "error" in before:
+            problems.append({"kind": "slider", "what": f"Bokeh figure {k + 1} {before['error']}",
+                             "where": "", "text": ""})
+            continue
+        # press on the handle, move a third of the bar towards its longer side, release
+        x, y = before["x"], before["y"]
+        to = x + (before["right"] - before["left"]) / 3 * (1 if before["right"] - x > x - before["left"] else -1)
+        mouse = lambda kind, at, **kw: cdp.send("Input.dispatchMouseEvent", dict(  # noqa: E731
+            type=kind, x=at, y=y, button="left", clickCount=1, **kw), session)
+        mouse("mousePressed", x, buttons=1)
+        for i in range(1, 11):
+            mouse("mouseMoved", x + (to - x) * i / 10, buttons=1)
+        mouse("mouseReleased", to, buttons=0)
+        after = evaluate(k)
+        if after.get("value") == before["value"]:
+            problems.append({"kind": "slider", "what": f"Bokeh figure {k + 1}: the dragged slider did not move",
+                             "where": "", "text": f"value {before['value']}"})
+        elif after.get("data") == before["data"]:
+            problems.append({"kind": "slider", "what": f"Bokeh figure {k + 1}: moving the slider changed no data",
+                             "where": "", "text": f"value {before['value']} -> {after.get('value')}"})
+    return problems
 
 
 # --- one page ---------------------------------------------------------------------------------------
@@ -370,7 +452,9 @@ def check_page(cdp, url, widths, root, timeout):
             if "exceptionDetails" in r:
                 raise RuntimeError(f"the check's own script failed: {r['exceptionDetails']}")
             found[w] = r["result"]["value"]
+        sliders = move_sliders(cdp, session, timeout)
         page, requested = console_problems(cdp.take_events(session), root)
+        page += sliders
         if mathjax not in ("done", "none"):
             page.insert(0, {"kind": "math", "what": f"MathJax {mathjax}", "where": "", "text": ""})
         found[0] = page

@@ -59,6 +59,33 @@ MATH_PAGES = {
                          head="<script defer src='_static/mathjax/tex-chtml.js'></script>"),
 }
 
+# Bokeh figures as the book embeds them (optim_nb.stages.show_bokeh), BokehJS from _static/bokeh
+BOKEH_JS = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" \
+    / "site-packages" / "bokeh" / "server" / "static" / "js"
+BOKEH_HEAD = "".join(f"<script src='_static/bokeh/{f}'></script>" for f in ("bokeh.min.js", "bokeh-widgets.min.js"))
+
+
+def bokeh_figure(code):
+    """A slider and a line; moving the slider runs `code` (JavaScript: `source`, `slider` in scope)."""
+    from bokeh.layouts import column
+    from bokeh.models import ColumnDataSource, CustomJS, Slider
+    from bokeh.plotting import figure
+
+    from optim_nb.stages import show_bokeh
+    source = ColumnDataSource(dict(x=[0.0, 1.0, 2.0], y=[0.0, 1.0, 4.0]))
+    slider = Slider(start=1.0, end=3.0, value=2.0, step=0.5, title="power", sizing_mode="stretch_width")
+    slider.js_on_change("value", CustomJS(args=dict(source=source, slider=slider), code=code))
+    plot = figure(height=200, sizing_mode="stretch_width")
+    plot.line("x", "y", source=source)
+    return show_bokeh(column(slider, plot, sizing_mode="stretch_width")).data
+
+
+def bokeh_pages():
+    moves = "source.data = {x: [0, 1, 2], y: [0, 1, 2].map(v => v ** slider.value)};"
+    return {"bokeh_ok.html": page(bokeh_figure(moves), head=BOKEH_HEAD),
+            "bokeh_still.html": page(bokeh_figure("const unused = slider.value;"), head=BOKEH_HEAD),
+            "bokeh_unloaded.html": page(bokeh_figure(moves))}
+
 
 def run(build):
     """Check build at 400 and 1000 px: (exit status, output, {page: its report})."""
@@ -86,6 +113,11 @@ def book(tmp_path_factory):
     if MATHJAX.is_dir():
         shutil.copytree(MATHJAX, root / "_static" / "mathjax")
         pages.update(MATH_PAGES)
+    if BOKEH_JS.is_dir():
+        (root / "_static" / "bokeh").mkdir(parents=True)
+        for f in ("bokeh.min.js", "bokeh-widgets.min.js"):
+            shutil.copyfile(BOKEH_JS / f, root / "_static" / "bokeh" / f)
+        pages.update(bokeh_pages())
     for name, html in pages.items():
         (root / name).write_text(html)
     return root
@@ -109,10 +141,12 @@ def test_the_run_fails_and_checks_every_page(checked, book):
     assert not any(r.startswith("BROKEN") for r in reports.values()), out
 
 
-@pytest.mark.parametrize("name", ["clean.html", "math_ok.html"])
+@pytest.mark.parametrize("name", ["clean.html", "math_ok.html", "bokeh_ok.html"])
 def test_a_clean_page_passes(checked, name):
     if name.startswith("math") and not MATHJAX.is_dir():
         pytest.skip(f"no MathJax bundle at {MATHJAX}")
+    if name.startswith("bokeh") and not BOKEH_JS.is_dir():
+        pytest.skip(f"no BokehJS at {BOKEH_JS}")
     assert report(checked, name).startswith("ok   "), report(checked, name)
 
 
@@ -136,10 +170,14 @@ def test_a_clean_book_passes(tmp_path):
     ("math_error.html", "MathJax error"),
     ("math_undefined.html", "undefined macro"),
     ("math_backslash.html", "backslash inside \\text"),
+    ("bokeh_still.html", "slider   Bokeh figure 1: moving the slider changed no data: 'value 2.0 -> "),
+    ("bokeh_unloaded.html", "slider   Bokeh figure 1 drew no slider (BokehJS not loaded)"),
 ])
 def test_a_faulty_page_fails(checked, name, expected):
     if name.startswith("math") and not MATHJAX.is_dir():
         pytest.skip(f"no MathJax bundle at {MATHJAX}")
+    if name.startswith("bokeh") and not BOKEH_JS.is_dir():
+        pytest.skip(f"no BokehJS at {BOKEH_JS}")
     r = report(checked, name)
     assert r.startswith("FAIL ") and expected in r, r
 
