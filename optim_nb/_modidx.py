@@ -82,6 +82,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                   'optim_nb.foreach.adagrad_update_foreach': ('foreach.html#adagrad_update_foreach', 'optim_nb/foreach.py'),
                                   'optim_nb.foreach.adam_update_foreach': ('foreach.html#adam_update_foreach', 'optim_nb/foreach.py'),
                                   'optim_nb.foreach.count_steps_': ('foreach.html#count_steps_', 'optim_nb/foreach.py'),
+                                  'optim_nb.foreach.muon_update_foreach': ('foreach.html#muon_update_foreach', 'optim_nb/foreach.py'),
+                                  'optim_nb.foreach.newton_schulz_batched': ('foreach.html#newton_schulz_batched', 'optim_nb/foreach.py'),
                                   'optim_nb.foreach.rmsprop_update_foreach': ('foreach.html#rmsprop_update_foreach', 'optim_nb/foreach.py'),
                                   'optim_nb.foreach.sgd_update_foreach': ('foreach.html#sgd_update_foreach', 'optim_nb/foreach.py')},
             'optim_nb.fused': { 'optim_nb.fused.FusedUnavailable': ('fused.html#fusedunavailable', 'optim_nb/fused.py'),

@@ -216,11 +216,14 @@ class Optimizer(torch.optim.Optimizer):
     # 52 attach them. None: the loop serves `foreach=True`, the multi-tensor rule `fused=True`.
     update_foreach = None
     update_fused = None
+    # False where torch's class has no multi-tensor path (Muon): its default is then the loop on
+    # every device, as torch's, and only `foreach=True` selects optim_nb's multi-tensor rule
+    default_to_foreach = True
 
     def path(self, group: dict, params: list) -> str:
         "Which formulation steps `group`: 'fused', 'foreach' or 'loop', defaulting as torch does."
         foreach, fused = group.get("foreach"), group.get("fused")
-        if foreach is None and fused is None:  # torch: foreach on CUDA, the loop on the CPU
+        if foreach is None and fused is None and self.default_to_foreach:  # torch: foreach on CUDA, the loop on the CPU
             fused, foreach = _default_to_fused_or_foreach(
                 params, bool(group.get("differentiable")), use_fused=False)
         if fused and self.update_fused is not None and params and params[0].is_cpu:

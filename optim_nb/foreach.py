@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['count_steps_', 'sgd_update_foreach', 'adagrad_update_foreach', 'rmsprop_update_foreach', 'adadelta_update_foreach',
-           'adam_update_foreach', 'adafactor_update_foreach']
+           'adam_update_foreach', 'adafactor_update_foreach', 'newton_schulz_batched', 'muon_update_foreach']
 
 # %% ../chapters/51_foreach.ipynb #c002
 import torch
@@ -17,6 +17,7 @@ from .rmsprop import RMSprop
 from .adadelta import Adadelta
 from .adam import Adam
 from .adafactor import Adafactor
+from .muon import Muon, adjust_lr
 
 # %% ../chapters/51_foreach.ipynb #c006
 def count_steps_(steps: list):
@@ -282,3 +283,50 @@ def adafactor_update_foreach(params: list, grads: list, states: list, *, lr, bet
 
 # %% ../chapters/51_foreach.ipynb #c074
 Adafactor.update_foreach = staticmethod(adafactor_update_foreach)
+
+# %% ../chapters/51_foreach.ipynb #c51ma775324a
+def newton_schulz_batched(updates: Tensor, ns_coefficients, ns_steps: int, eps: float) -> Tensor:
+    "`zeropower_via_newtonschulz` of each matrix of the stack `updates` (n, A, B): one `baddbmm` per product."
+    a, b, c = ns_coefficients
+    x = updates.bfloat16()
+    tall = x.size(-2) > x.size(-1)
+    if tall:                                   # the wide form: X Xᵀ is the small Gram matrix
+        x = x.mT
+    x = x.div(torch.linalg.vector_norm(x, dim=(-2, -1), keepdim=True).clamp(min=eps))   # each ‖X‖_F = 1
+    for _ in range(ns_steps):
+        gram = x @ x.mT                                          # G = X Xᵀ, per matrix
+        # b G + c G²; torch 2.13's bfloat16 baddbmm on the CPU returns G itself when alpha is 0
+        # (it drops beta), so a polynomial without its G² term is the product b G
+        poly = torch.baddbmm(gram, gram, gram, beta=b, alpha=c) if c != 0 else gram * b
+        x = torch.baddbmm(x, poly, x, beta=a)                    # a X + (b G + c G²) X
+    return x.mT if tall else x
+
+def muon_update_foreach(params: list, grads: list, states: list, *, lr, weight_decay, momentum, nesterov,
+                        ns_coefficients, ns_steps, eps, adjust_lr_fn):
+    "One Muon step for a list of matrices: the loop's arithmetic, one batched Newton–Schulz per shape."
+    lr = as_scalar(lr)
+    if ns_steps >= 100:                        # torch's errors, raised before anything moves
+        raise ValueError("Number of steps must be less than 100 for computational efficiency")
+    if len(ns_coefficients) != 3:
+        raise ValueError("Coefficients must be a tuple of exactly 3 values")
+    if any(g.ndim != 2 for g in grads):
+        raise ValueError("Param gradient must be a 2D matrix")
+    bufs = [state["momentum_buffer"] for state in states]
+    for (ps, gs, bs), _ in Optimizer._group_tensors_by_device_and_dtype([params, grads, bufs]).values():
+        ema_(bs, gs, momentum)                                         # B ← lerp(B, g, 1 - μ)
+        updates = torch._foreach_lerp(gs, bs, momentum) if nesterov else bs
+        by_shape = {}
+        for i, u in enumerate(updates):
+            by_shape.setdefault(tuple(u.shape), []).append(i)
+        orthogonal = [None] * len(updates)
+        for idx in by_shape.values():
+            stacked = newton_schulz_batched(torch.stack([updates[i] for i in idx]), ns_coefficients, ns_steps, eps)
+            for k, i in enumerate(idx):
+                orthogonal[i] = stacked[k]
+        torch._foreach_mul_(ps, 1 - lr * weight_decay)                # decoupled decay, plain γ
+        for shape, idx in by_shape.items():
+            torch._foreach_add_([ps[i] for i in idx], [orthogonal[i] for i in idx],
+                                alpha=-adjust_lr(lr, adjust_lr_fn, shape))
+
+# %% ../chapters/51_foreach.ipynb #c51m30a06d06
+Muon.update_foreach = staticmethod(muon_update_foreach)

@@ -83,6 +83,10 @@ class Muon(Optimizer):
         eps: floor of the Frobenius norm the iteration divides by (default 1e-7).
         ns_steps: number K < 100 of Newton–Schulz steps (default 5).
         adjust_lr_fn: None or 'original' (ρ = √max(1, A/B)), or 'match_rms_adamw' (default None).
+        foreach: optim_nb's addition (torch's Muon has none): True runs the multi-tensor rule of
+            chapter 51, one batched Newton–Schulz per shape; its steps are within 2⁻⁵ of the
+            loop's largest step entry, not bit-identical. The default (None or False) is the loop
+            on every device, as torch's.
 
     Example:
         >>> model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Tanh(), torch.nn.Linear(64, 10))
@@ -95,10 +99,12 @@ class Muon(Optimizer):
 
     def __init__(self, params, lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True,
                  ns_coefficients=(3.4445, -4.775, 2.0315), eps=1e-7, ns_steps=5,
-                 adjust_lr_fn=None):
+                 adjust_lr_fn=None, foreach=None):
         defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
                         ns_coefficients=ns_coefficients, eps=eps, ns_steps=ns_steps,
                         adjust_lr_fn=adjust_lr_fn)
+        if foreach:  # our addition is kept out of the groups unless asked for: torch's state_dict
+            defaults["foreach"] = foreach
         super().__init__(params, defaults)
         for group in self.param_groups:
             for p in group["params"]:
@@ -118,6 +124,7 @@ class Muon(Optimizer):
         if h["adjust_lr_fn"] is not None and h["adjust_lr_fn"] not in ["original", "match_rms_adamw"]:
             raise ValueError(f"Adjust learning rate function {h['adjust_lr_fn']} is not supported")
 
+    default_to_foreach = False   # torch's Muon has no multi-tensor path: the loop, unless foreach=True
     complex_error = "Muon does not support complex parameters"
     sparse_error = "Muon does not support sparse gradients"
 

@@ -36,6 +36,8 @@ class Entry:
     kernel: str | None = None      # the C++ operator of its fused step (optim_nb.<kernel>)
     fused_ulps: int | None = None  # bound of fused vs loop in float32/float64, in ulps of scale
     fused_cases: list = field(default_factory=list)  # options the fused path is checked with
+    foreach_tolerance: float | None = None  # where torch has no foreach path but we do (Muon): bound of
+                                   # |foreach step - loop step| / largest |loop step entry|, per step
     reference_fused: bool = False  # the torch.optim class has fused=True
     bench_options: dict = field(default_factory=dict)  # options of the benchmark
     state_tensors: int = 0         # state tensors of the parameter's size with `bench_options`
@@ -158,5 +160,6 @@ REGISTRY = {e.name: e for e in [
           lr_range=(1e-4, 0.1),
           bad=[*_BAD_LR, dict(lr=NAN), dict(momentum=-0.1), dict(momentum=NAN), dict(weight_decay=-1e-2),
                dict(weight_decay=NAN), dict(adjust_lr_fn="spectral"), dict(betas=(0.9, 0.99))],
-          momentum_key="momentum", bench_options=dict(lr=0.02), state_tensors=1, shapes="2-D"),
+          momentum_key="momentum", bench_options=dict(lr=0.02), state_tensors=1, shapes="2-D",
+          foreach_tolerance=2 ** -5),
 ]}

@@ -156,18 +156,20 @@ class OpLog(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 # %% ../chapters/01_verification.ipynb #c016
-def fused_vs_loop(cls, shapes: list, steps: int = 6, dtype=torch.float32, seed: int = 0, **options) -> dict:
-    """Step `cls(..., fused=True)` and `cls(...)` (the loop) side by side, each step from the same
-    parameters and state, the lr decaying every step (ExponentialLR). Require the same state
-    layout; return the worst difference in ulps of scale and the operators a fused step dispatched
-    after the first (which creates state)."""
+def fused_vs_loop(cls, shapes: list, steps: int = 6, dtype=torch.float32, seed: int = 0, flag: str = "fused",
+                  **options) -> dict:
+    """Step `cls(..., fused=True)` (or `flag=True`, e.g. `"foreach"`) and `cls(...)` (the loop) side
+    by side, each step from the same parameters and state, the lr decaying every step
+    (ExponentialLR). Require the same state layout; return the worst difference in ulps of scale,
+    the worst difference of the steps relative to the loop's largest step entry (`relative`), and
+    the operators a fused step dispatched after the first (which creates state)."""
     gen = torch.Generator().manual_seed(seed)
     inits = [torch.randn(s, generator=gen, dtype=dtype) for s in shapes]
     loop_ps = [x.clone().requires_grad_() for x in inits]
     fused_ps = [x.clone().requires_grad_() for x in inits]
-    loop, fused = cls(loop_ps, **options), cls(fused_ps, fused=True, **options)
+    loop, fused = cls(loop_ps, **options), cls(fused_ps, **{flag: True}, **options)
     scheds = [torch.optim.lr_scheduler.ExponentialLR(o, 0.9) for o in (loop, fused)]
-    worst, ops = 0.0, set()
+    worst, relative, ops = 0.0, 0.0, set()
     for k in range(steps):
         for p, q in zip(loop_ps, fused_ps):  # same starting point and gradient
             q.data.copy_(p.data)
@@ -186,12 +188,15 @@ def fused_vs_loop(cls, shapes: list, steps: int = 6, dtype=torch.float32, seed: 
         for p, q in zip(loop_ps, fused_ps):
             p0, s0 = before[p]
             worst = max(worst, ulps(q.detach(), p.detach(), scale=p0))
+            ours, theirs = q.detach().double() - p0.double(), p.detach().double() - p0.double()
+            if theirs.abs().max() > 0:
+                relative = max(relative, float((ours - theirs).abs().max() / theirs.abs().max()))
             a, b = loop.state.get(p, {}), fused.state.get(q, {})
             assert a.keys() == b.keys(), f"state entries {list(a)} vs {list(b)}"
             for name in a:
                 assert (a[name].shape, a[name].dtype, a[name].device) == (b[name].shape, b[name].dtype, b[name].device), name
                 worst = max(worst, ulps(b[name], a[name], scale=s0.get(name, a[name])))
-    return dict(ulps=worst, ops=sorted(ops))
+    return dict(ulps=worst, relative=relative, ops=sorted(ops))
 
 # %% ../chapters/01_verification.ipynb #c020
 def outcome(fn):

@@ -110,6 +110,29 @@ def test_foreach_groups_by_dtype_and_handles_complex_as_torch(entry, variant):
                  outcome(lambda: _mixed_run(entry.reference, entry, **opts)))
 
 
+# Where torch has no multi-tensor path but optim_nb has one (Muon: a batched Newton–Schulz, which
+# rounds differently from the per-matrix products), it is held to the entry's stated tolerance
+OWN_FOREACH = [e for e in ENTRIES if not takes(e, "foreach") and "foreach" in inspect.signature(e.cls).parameters]
+
+
+@pytest.mark.parametrize("entry", OWN_FOREACH, ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_our_foreach_where_torch_has_none_stays_within_its_tolerance(entry, dtype):
+    assert entry.foreach_tolerance is not None, f"{entry}: state the bound of its foreach path"
+    shapes = [(16, 24), (16, 24), (24, 16), (9, 9), (16, 24)]     # repeated shapes are batched together
+    assert all(shaped(entry, *s) == s for s in shapes)
+    for seed in range(4):
+        r = fused_vs_loop(entry.cls, shapes, steps=4, dtype=dtype, seed=seed, flag="foreach", **entry.options)
+        assert r["relative"] <= entry.foreach_tolerance, (seed, r["relative"])
+    opt = entry.cls([torch.zeros(shapes[0], requires_grad=True)])
+    assert opt.path(opt.param_groups[0], opt.param_groups[0]["params"]) == "loop"   # opt-in: torch's default
+
+
+def test_an_entry_with_our_own_foreach_states_its_tolerance():
+    assert [e.name for e in OWN_FOREACH] == ["Muon"]
+    assert all(e.foreach_tolerance is None for e in ENTRIES if e not in OWN_FOREACH)
+
+
 # ------------------------------------------------------------------ the fused kernel
 
 SHAPES = [(256, 300), (70_000,), (7, 3)]  # a matrix and a vector split between threads, one small tensor
