@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['count_steps_', 'sgd_update_foreach', 'adagrad_update_foreach', 'rmsprop_update_foreach', 'adadelta_update_foreach',
-           'adam_update_foreach', 'adafactor_update_foreach', 'newton_schulz_batched', 'muon_update_foreach']
+           'adam_update_foreach', 'adafactor_update_foreach', 'newton_schulz_batched', 'muon_update_foreach',
+           'sgd_schedulefree_update_foreach', 'adamw_schedulefree_update_foreach', 'lion_update_foreach']
 
 # %% ../chapters/51_foreach.ipynb #c002
 import torch
@@ -330,3 +331,50 @@ def muon_update_foreach(params: list, grads: list, states: list, *, lr, weight_d
 
 # %% ../chapters/51_foreach.ipynb #c51m30a06d06
 Muon.update_foreach = staticmethod(muon_update_foreach)
+
+# %% ../chapters/51_foreach.ipynb #sf51b
+from .schedulefree import SGDScheduleFree, AdamWScheduleFree, interpolate_and_step_
+
+def sgd_schedulefree_update_foreach(params: list, grads: list, states: list, *, scheduled_lr, momentum,
+                                    weight_decay, ckp1):
+    "Schedule-free SGD for a list of parameters: the reference's foreach branch."
+    params, grads = tuple(params), tuple(grads)  # tuples, as the reference's: its errors name them
+    if weight_decay != 0:
+        torch._foreach_add_(grads, params, alpha=weight_decay)
+    interpolate_and_step_(params, tuple(s["z"] for s in states), grads, lr=scheduled_lr, beta=momentum, ckp1=ckp1)
+
+def adamw_schedulefree_update_foreach(params: list, grads: list, states: list, *, scheduled_lr, betas, eps,
+                                      weight_decay, k, ckp1):
+    "Schedule-free AdamW for a list of parameters: the reference's foreach branch."
+    beta1, beta2 = betas
+    params, grads = tuple(params), tuple(grads)  # tuples, as the reference's: its errors name them
+    vs = tuple(s["exp_avg_sq"] for s in states)
+    ema_sq_(vs, grads, beta2)
+    denom = torch._foreach_div(vs, bias_correction(beta2, k + 1))
+    torch._foreach_sqrt_(denom)
+    torch._foreach_add_(denom, eps)
+    torch._foreach_div_(grads, denom)
+    if weight_decay != 0:
+        torch._foreach_add_(grads, params, alpha=weight_decay)
+    interpolate_and_step_(params, tuple(s["z"] for s in states), grads, lr=scheduled_lr, beta=beta1, ckp1=ckp1)
+
+# %% ../chapters/51_foreach.ipynb #sf51d
+SGDScheduleFree.update_foreach = staticmethod(sgd_schedulefree_update_foreach)
+AdamWScheduleFree.update_foreach = staticmethod(adamw_schedulefree_update_foreach)
+
+# %% ../chapters/51_foreach.ipynb #l51b
+from .lion import Lion
+
+def lion_update_foreach(params: list, grads: list, states: list, *, lr, betas, weight_decay):
+    "One Lion step for a list of parameters, in the order of `lion_pytorch.foreach.Lion`."
+    beta1, beta2 = betas
+    exp_avgs = [s["exp_avg"] for s in states]
+    if weight_decay > 0.:                                  # the reference decays only for λ > 0
+        torch._foreach_mul_(params, 1. - lr * weight_decay)
+    updates = [m.clone() for m in exp_avgs]
+    ema_(updates, grads, beta1)                            # c = lerp(m, g, 1 - β₁)
+    torch._foreach_sign_(updates)
+    torch._foreach_add_(params, updates, alpha=-lr)
+    ema_(exp_avgs, grads, beta2)                           # m ← lerp(m, g, 1 - β₂)
+
+Lion.update_foreach = staticmethod(lion_update_foreach)

@@ -18,6 +18,8 @@ from .adam import Adam
 from .adamw import AdamW
 from .adafactor import Adafactor
 from .muon import Muon
+from .lion import Lion
+from .schedulefree import SGDScheduleFree, AdamWScheduleFree
 
 # %% ../chapters/91_registry.ipynb #c005
 @dataclass(frozen=True)
@@ -58,14 +60,44 @@ class Entry:
     summary: str = ""              # what it adds, in one line (the book's front page lists it)
     shapes: str = "any"            # the parameter shapes it accepts: "any", or "2-D" (matrices only, as Muon):
                                    # the tests then give it matrices (tests/registry_options.py: shaped, for_tests)
+    train_eval: bool = False       # it has train()/eval() modes (schedule-free): `ready` puts a new optimizer
+                                   # in training mode before its first step, as its users must
+
+    foreach_source: External | None = None  # where the reference keeps its multi-tensor path in a class of
+                                   # its own (lion_pytorch.foreach.Lion): that class, the match of foreach=True
 
     def __str__(self):
         return self.name
+
+    def ready(self, opt):
+        "`opt`, put in training mode if the entry has train()/eval() modes: what a training loop does first."
+        if self.train_eval:
+            opt.train()
+        return opt
 
     @property
     def reference(self) -> type:
         "The reference class itself (an `External` one imported now)."
         return self.source.load() if isinstance(self.source, External) else self.source
+
+    @property
+    def reference_paths(self):
+        """The reference as a class that takes `foreach` as torch's do: the reference itself, or where its
+        multi-tensor path is a class of its own (`foreach_source`), a factory that builds that class for
+        `foreach=True` and the reference otherwise (`use_triton`, which the multi-tensor class lacks,
+        must then be False)."""
+        if self.foreach_source is None:
+            return self.reference
+        loop, multi = self.reference, self.foreach_source.load()
+
+        def either(params, *args, foreach=None, **kwargs):
+            if not foreach:
+                return loop(params, *args, **kwargs)
+            if kwargs.pop("use_triton", False):
+                raise ValueError(f"{multi.__module__}.{multi.__name__} has no use_triton")
+            return multi(params, *args, **kwargs)
+        either.__name__ = either.__qualname__ = loop.__name__
+        return either
 
     @property
     def reference_package(self) -> str:
@@ -101,6 +133,11 @@ _ADAM_BAD = [*_BAD_LR, dict(lr=NAN), dict(lr=_T(0.1), foreach=True), dict(eps=-1
              dict(betas=(_T([[1.5]]), _T2)), *_FLAG_CLASH]
 _ADAM_FUSED = dict(kernel="adam_", fused_ulps=8, reference_fused=True, momentum_key="betas",
                    bench_options=dict(lr=1e-3), state_tensors=2)
+
+# schedule-free (chapter 19): warmup, the weights (k+1)^r·γ_max^p of the average; the reference checks
+# SGD's lr, weight_decay and momentum and nothing of AdamW's
+_SF_SPACE = dict(momentum=[0.9, 0.5, 0.98, (0.01, 0.99)], weight_decay=_DECAY, warmup_steps=[0, 1, 3, 10],
+                 r=[0.0, 1.0, (0.0, 2.0)], weight_lr_power=[2.0, 0.0, 1.0, (0.0, 4.0)])
 
 REGISTRY = {e.name: e for e in [
     Entry("SGD", SGD, torch.optim.SGD, chapter="10_sgd", summary="momentum, dampening, Nesterov and weight decay.",
@@ -185,4 +222,27 @@ REGISTRY = {e.name: e for e in [
                dict(weight_decay=NAN), dict(adjust_lr_fn="spectral"), dict(betas=(0.9, 0.99))],
           momentum_key="momentum", bench_options=dict(lr=0.02), state_tensors=1, shapes="2-D",
           foreach_tolerance=2 ** -5),
+    Entry("Lion", Lion, External("lion-pytorch==0.2.5", "lion_pytorch", "Lion"), chapter="18_lion",
+          summary="the sign of an interpolation of momentum and gradient: every coordinate steps by γ; one state tensor.",
+          options=dict(lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1), state=("exp_avg",),
+          space=dict(betas=([0.9, 0.95, 0.0, 1.0, (0.0, 1.0)], [0.99, 0.98, 0.0, 1.0, (0.0, 1.0)]),
+                     weight_decay=[0.0, 0.1, 1.0, (0.0, 3.0)], decoupled_weight_decay=_FLAG),
+          lr_range=(1e-5, 1e-2),  # the reference checks lr > 0 and each beta in [0, 1] (bare asserts), nothing else
+          bad=[dict(lr=-1e-3), dict(lr=_T(-1.0)), dict(lr=_T([0.1, 0.2])), dict(lr=0.0), dict(lr=NAN),
+               dict(betas=(1.5, 0.99)), dict(betas=(0.9, -0.1)), dict(betas=(NAN, 0.99)), dict(betas=(_T([0.9, 0.8]), 0.99))],
+          momentum_key="betas", bench_options=dict(lr=1e-4), state_tensors=1,
+          foreach_source=External("lion-pytorch==0.2.5", "lion_pytorch.foreach", "Lion")),
+    Entry("SGDScheduleFree", SGDScheduleFree, External("schedulefree==1.4.1", "schedulefree", "SGDScheduleFree"),
+          chapter="19_schedulefree", summary="no schedule: SGD's iterates averaged on the fly, the gradient taken between iterate and average.",
+          options=dict(lr=0.1, momentum=0.8, weight_decay=1e-3, warmup_steps=3, r=0.5), state=("z",),
+          space=_SF_SPACE, lr_range=(1e-3, 0.5),
+          bad=[*_BAD_LR, dict(weight_decay=-1e-5), dict(momentum=0.0), dict(momentum=1.0), dict(momentum=-0.5),
+               dict(momentum=1.5), dict(lr=-1.0, weight_decay=-1.0)],
+          bench_options=dict(lr=1.0), state_tensors=1, train_eval=True),
+    Entry("AdamWScheduleFree", AdamWScheduleFree, External("schedulefree==1.4.1", "schedulefree", "AdamWScheduleFree"),
+          chapter="19_schedulefree", summary="no schedule: AdamW's iterates averaged on the fly, the gradient taken between iterate and average.",
+          options=dict(lr=0.01, betas=(0.8, 0.99), weight_decay=1e-2, warmup_steps=3, r=0.5), state=("z", "exp_avg_sq"),
+          space=dict(betas=([0.9, 0.5, (0.01, 0.99)], [0.999, 0.99, (0.0, 0.9999)]), eps=[1e-8, 1e-6, 1e-3, (0.0, 1e-2)],
+                     **{k: v for k, v in _SF_SPACE.items() if k != "momentum"}),
+          lr_range=(1e-4, 0.05), bench_options=dict(lr=0.0025), state_tensors=2, train_eval=True),
 ]}

@@ -41,12 +41,26 @@ def options(draw, entry, without=()):
     return entry.constrain(drawn) if entry.constrain else drawn
 
 
+def steps_with_shaped_lr(entry) -> bool:
+    """Does the reference step with lr as a 1-element tensor of one dimension? torch's classes do;
+    schedule-free's reference passes lr as `alpha`, which takes a number or a 0-dim tensor only."""
+    w = torch.zeros(shaped(entry, 2), requires_grad=True)
+    w.grad = torch.ones_like(w)
+    opt = made(entry, entry.reference)([w], lr=torch.tensor([0.01]))
+    try:
+        opt.step()
+    except TypeError:
+        return False
+    return True
+
+
 @st.composite
 def learning_rate(draw, entry, tensor=True):
-    "A learning rate from the entry's range: a float, or (if `tensor`) maybe a 0-dim or 1-element tensor."
+    """A learning rate from the entry's range: a float, or (if `tensor`) maybe a 0-dim or 1-element
+    tensor (the latter where the reference steps with it)."""
     lr = draw(st.floats(*entry.lr_range))
     if tensor and draw(st.booleans()):
-        return torch.tensor(lr) if draw(st.booleans()) else torch.tensor([lr])
+        return torch.tensor(lr) if draw(st.booleans()) or not steps_with_shaped_lr(entry) else torch.tensor([lr])
     return lr
 
 
@@ -82,9 +96,19 @@ def fitting(entry, params) -> list:
     return [p for p in params if entry.shapes != "2-D" or p.dim() == 2]
 
 
+def made(entry, cls):
+    """A factory: `cls(...)` ready to step, as its users make it (in training mode for an entry with
+    train()/eval() modes: `Entry.ready`)."""
+    if not entry.train_eval:
+        return cls
+    return lambda *args, **kwargs: entry.ready(cls(*args, **kwargs))
+
+
 def for_tests(entry, cls):
-    """`cls` as the tests build it from a model's parameters: as it is, or for a '2-D' entry a factory
-    that hands it only the matrices of each group (a model's biases then stay where they are)."""
+    """`cls` as the tests build it from a model's parameters: ready to step (`made`), and for a '2-D'
+    entry a factory that hands it only the matrices of each group (a model's biases then stay where
+    they are)."""
+    cls = made(entry, cls)
     if entry.shapes != "2-D":
         return cls
 

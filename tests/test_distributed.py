@@ -36,22 +36,27 @@ def _train(case, impl, mode, rank):
     from torch.distributed.fsdp import fully_shard
 
     cls = case.cls if impl == "ours" else case.reference
+    ready = case.ready  # training mode for an optimizer with train()/eval() modes (schedule-free)
     model = small_model()
     taken = lambda params: fitting(case, params)  # noqa: E731 - a '2-D' entry gets the matrices only
     extra = {}
     if mode == "DDP":
         net = DDP(model)
-        opt = cls(taken(net.parameters()), **case.options)
+        opt = ready(cls(taken(net.parameters()), **case.options))
     elif mode == "ZeRO":
         net = DDP(model)
         opt = ZeroRedundancyOptimizer(taken(net.parameters()), optimizer_class=cls, **case.options)
         extra["local params"] = sum(len(g["params"]) for g in opt.optim.param_groups)
+        if case.train_eval:  # ZeRO copies its own groups' keys into the shard's optimizer at each step,
+            ready(opt.optim)  # so the mode is set in both (no state yet: train() only sets the flag)
+            for group in opt.param_groups:
+                group["train_mode"] = True
         assert type(opt.optim) is cls
     else:
         for layer in (model[0], model[2]):
             fully_shard(layer)
         net = fully_shard(model)
-        opt = cls(taken(net.parameters()), **case.options)
+        opt = ready(cls(taken(net.parameters()), **case.options))
         extra["param type"] = type(next(net.parameters())).__name__
     for x, y in batches(STEPS, seed=10 + rank):  # every rank its own data
         opt.zero_grad()

@@ -18,7 +18,7 @@ from torch.optim import swa_utils
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from optim_nb.testing import assert_same as same, batches, outcome, same_outcome, small_model
-from registry_options import ENTRIES, fitting, for_tests, shaped
+from registry_options import ENTRIES, fitting, for_tests, made, shaped
 
 NAN, INF = float("nan"), float("inf")
 case_param = pytest.mark.parametrize("case", ENTRIES, ids=str)
@@ -116,7 +116,7 @@ def _snapshot(opt):
 def test_a_checkpoint_that_does_not_fit_is_refused_and_changes_nothing(case, how):
     def run(impl):
         source_model = small_model(seed=5)
-        source = case.reference(_layout(source_model, how, case), **case.options)
+        source = made(case, case.reference)(_layout(source_model, how, case), **case.options)
         train(source_model, source, batches(2, seed=7))
         model = small_model()
         opt = make(case, impl, model)
