@@ -115,6 +115,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'optim_nb.lion.Lion.hyperparams': ('lion.html#lion.hyperparams', 'optim_nb/lion.py'),
                                'optim_nb.lion.Lion.init_state': ('lion.html#lion.init_state', 'optim_nb/lion.py'),
                                'optim_nb.lion.Lion.path': ('lion.html#lion.path', 'optim_nb/lion.py'),
+                               'optim_nb.lion.Lion.validate': ('lion.html#lion.validate', 'optim_nb/lion.py'),
                                'optim_nb.lion.lion_update': ('lion.html#lion_update', 'optim_nb/lion.py')},
             'optim_nb.muon': { 'optim_nb.muon.Muon': ('muon.html#muon', 'optim_nb/muon.py'),
                                'optim_nb.muon.Muon.__init__': ('muon.html#muon.__init__', 'optim_nb/muon.py'),

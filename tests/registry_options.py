@@ -75,8 +75,10 @@ def accepts(cls, shape=(1,), **kwargs) -> bool:
 
 def takes(entry, name: str) -> bool:
     """Does the torch.optim class of `entry` have the argument `name`? The flags are not everyone's:
-    Adafactor has `foreach` and `maximize` only, Muon none of them."""
-    return name in inspect.signature(entry.reference).parameters
+    Adafactor has `foreach` and `maximize` only, Muon none of them. Lion's reference has `foreach` as a
+    class of its own (`Entry.foreach_source`), which `made` builds for `foreach=True`."""
+    return (name in inspect.signature(entry.reference).parameters
+            or (name == "foreach" and entry.foreach_source is not None))
 
 
 def flags(entry, **kwargs) -> dict:
@@ -98,7 +100,10 @@ def fitting(entry, params) -> list:
 
 def made(entry, cls):
     """A factory: `cls(...)` ready to step, as its users make it (in training mode for an entry with
-    train()/eval() modes: `Entry.ready`)."""
+    train()/eval() modes: `Entry.ready`). The reference takes `foreach` as torch's classes do: where its
+    multi-tensor path is a class of its own (Lion), `Entry.reference_paths` picks the class."""
+    if cls is entry.reference:
+        cls = entry.reference_paths
     if not entry.train_eval:
         return cls
     return lambda *args, **kwargs: entry.ready(cls(*args, **kwargs))

@@ -399,7 +399,14 @@ def test_a_copied_optimizer_goes_on_like_the_original(case, how):
         same(params_of(model2), params_of(model), f"{impl}: copy vs original")
         same(opt2.state_dict(), opt.state_dict(), f"{impl}: copy vs original")
         return params_of(model2), opt2.state_dict()
-    both(run)
+    theirs = outcome(lambda: run("theirs"))
+    if theirs[0] == "error":
+        # lion-pytorch's Lion keeps decoupled_wd and _init_lr in attributes that torch's __getstate__ drops, so
+        # its copies cannot step; optim_nb's Lion pickles them and goes on like the original (checked in run)
+        assert case.name == "Lion" and how != "pickled state_dict" and theirs[1] is AttributeError, theirs
+        run("ours")
+    else:
+        same(run("ours"), theirs[1], "ours vs torch")
 
 
 @case_param
@@ -463,8 +470,10 @@ def test_every_kind_of_parameter_like_torch(case, dtype):
         ours = outcome(lambda: run("ours", ["empty"]))
         same_outcome(ours, outcome(lambda: run("theirs", ["empty"])), "every kind but the empty one")
     if ours[0] == "ok":
-        last = ours[1][0][-1][0]
-        assert last[2 if len(last) == 6 else 1].isnan().any(), "the NaN test saw no NaN"  # the matrix
+        last, state = ours[1][0][-1][0], ours[1][0][-1][1]["state"]
+        # in the matrix; or (Lion: torch's sign(NaN) is 0, the parameter does not move there) in the state
+        assert last[2 if len(last) == 6 else 1].isnan().any() or any(
+            t.isnan().any() for s in state.values() for t in s.values() if torch.is_tensor(t)), "the NaN test saw no NaN"
 
 
 # ------------------------------------------------------------------ sparse gradients
