@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from .core import Optimizer, bias_correction, ema_sq_
 
-# %% ../chapters/19_schedulefree.ipynb #sf004
+# %% ../chapters/19_schedulefree.ipynb #sf007
 NOT_TRAINING = ("Optimizer was not in train mode when step is called. Please insert .train() and .eval() "
                 "calls on the optimizer. See documentation for details.")
 
@@ -94,7 +94,7 @@ def interpolate_and_step_(y, z, direction, *, lr, beta, ckp1):
         y.add_(direction, alpha=lr * (beta * (1 - ckp1) - 1))
         z.sub_(direction, alpha=lr)
 
-# %% ../chapters/19_schedulefree.ipynb #sf005
+# %% ../chapters/19_schedulefree.ipynb #sf008
 def sgd_schedulefree_update(param: Tensor, grad: Tensor, state: dict, *, scheduled_lr, momentum,
                             weight_decay, ckp1):
     "One schedule-free SGD step of one parameter (in y): z takes SGD's step, y moves to the new y."
@@ -102,7 +102,7 @@ def sgd_schedulefree_update(param: Tensor, grad: Tensor, state: dict, *, schedul
         grad.add_(param, alpha=weight_decay)  # into the gradient, as the reference (its caller sees it)
     interpolate_and_step_(param, state["z"], grad, lr=scheduled_lr, beta=momentum, ckp1=ckp1)
 
-# %% ../chapters/19_schedulefree.ipynb #sf006
+# %% ../chapters/19_schedulefree.ipynb #sf009
 class SGDScheduleFree(ScheduleFree):
     r"""Schedule-free SGD: a drop-in for `schedulefree.SGDScheduleFree` (1.4.1), bit for bit.
 
@@ -140,7 +140,7 @@ class SGDScheduleFree(ScheduleFree):
 
     update = staticmethod(sgd_schedulefree_update)
 
-# %% ../chapters/19_schedulefree.ipynb #sf007
+# %% ../chapters/19_schedulefree.ipynb #sf011
 def adamw_schedulefree_update(param: Tensor, grad: Tensor, state: dict, *, scheduled_lr, betas, eps,
                               weight_decay, k, ckp1):
     """One schedule-free AdamW step of one parameter (in y): z takes Adam's step without a first
@@ -154,7 +154,7 @@ def adamw_schedulefree_update(param: Tensor, grad: Tensor, state: dict, *, sched
         grad.add_(param, alpha=weight_decay)  # decoupled: added to the normalised direction, taken at y
     interpolate_and_step_(param, state["z"], grad, lr=scheduled_lr, beta=beta1, ckp1=ckp1)
 
-# %% ../chapters/19_schedulefree.ipynb #sf008
+# %% ../chapters/19_schedulefree.ipynb #sf012
 class AdamWScheduleFree(ScheduleFree):
     r"""Schedule-free AdamW: a drop-in for `schedulefree.AdamWScheduleFree` (1.4.1), bit for bit.
 
