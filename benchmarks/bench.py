@@ -15,7 +15,7 @@ load hits both alike. The optimizers, their options, their state tensors and whe
 path come from the registry (optim_nb.registry); the timing helpers from optim_nb.speed. Targets (reported, never asserted): default within 1.05x of torch's default,
 our fastest within 1.10x of torch's fastest, >= 80 % of copy bandwidth on the large tensors.
 """
-import argparse, datetime, inspect, math, platform, statistics
+import argparse, datetime, functools, inspect, math, platform, statistics, types
 import torch
 import optim_nb
 from optim_nb.registry import REGISTRY
@@ -111,12 +111,22 @@ def run(names, sets, rounds, min_time, paths=("loop", "foreach", "fused"), kinds
     return (bw, rmw), rows
 
 
+def library(entry, cls):
+    """What `timed_optimizer` looks `entry.name` up in: `cls` (ours or the reference) made ready to step,
+    in training mode for an optimizer with train()/eval() modes (`Entry.ready`, schedule-free);
+    `functools.wraps` keeps the class's signature, which says which flags it takes."""
+    @functools.wraps(cls)
+    def made(*args, **kwargs):
+        return entry.ready(cls(*args, **kwargs))
+    return types.SimpleNamespace(**{entry.name: made})
+
+
 def time_row(entry, kind, path, shapes, rounds, min_time):
     "One row: optim_nb and torch.optim (where torch has the path) timed alternately, round after round."
     timer = KINDS[kind]
-    ours = timed_optimizer(optim_nb, entry.name, shapes, path, **entry.bench_options)
+    ours = timed_optimizer(library(entry, entry.cls), entry.name, shapes, path, **entry.bench_options)
     torch_has = has_path(entry.reference, path) and (path != "fused" or entry.reference_fused)  # Muon: no foreach
-    theirs = timed_optimizer(torch.optim, entry.name, shapes, path, **entry.bench_options) if torch_has else None
+    theirs = timed_optimizer(library(entry, entry.reference), entry.name, shapes, path, **entry.bench_options) if torch_has else None
     contenders = (("ours", ours),) + ((("torch", theirs),) if theirs else ())
     times = {"ours": [], "torch": []}
     for _ in range(rounds):  # interleaved: ours, torch, ours, torch, ...
@@ -124,7 +134,7 @@ def time_row(entry, kind, path, shapes, rounds, min_time):
             times[who].append(timer(opt, min_time))
     a = statistics.median(times["ours"])
     b = statistics.median(times["torch"]) if theirs else None
-    sb = state_bytes(theirs or timed_optimizer(torch.optim, entry.name, shapes, "loop", **entry.bench_options))
+    sb = state_bytes(theirs or timed_optimizer(library(entry, entry.reference), entry.name, shapes, "loop", **entry.bench_options))
     return dict(kind=kind, path=path, ours=a, torch=b, ratio=a / b if b else None,
                 state_ours=state_bytes(ours), state_torch=sb)
 
