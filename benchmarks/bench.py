@@ -125,8 +125,10 @@ def time_row(entry, kind, path, shapes, rounds, min_time):
     "One row: optim_nb and torch.optim (where torch has the path) timed alternately, round after round."
     timer = KINDS[kind]
     ours = timed_optimizer(library(entry, entry.cls), entry.name, shapes, path, **entry.bench_options)
-    torch_has = has_path(entry.reference, path) and (path != "fused" or entry.reference_fused)  # Muon: no foreach
-    theirs = timed_optimizer(library(entry, entry.reference), entry.name, shapes, path, **entry.bench_options) if torch_has else None
+    # the reference as its users pick a path: Lion's foreach=True is lion_pytorch.foreach.Lion (Entry.reference_paths)
+    reference = entry.reference_paths
+    torch_has = has_path(reference, path) and (path != "fused" or entry.reference_fused)  # Muon: no foreach
+    theirs = timed_optimizer(library(entry, reference), entry.name, shapes, path, **entry.bench_options) if torch_has else None
     contenders = (("ours", ours),) + ((("torch", theirs),) if theirs else ())
     times = {"ours": [], "torch": []}
     for _ in range(rounds):  # interleaved: ours, torch, ours, torch, ...
@@ -134,7 +136,7 @@ def time_row(entry, kind, path, shapes, rounds, min_time):
             times[who].append(timer(opt, min_time))
     a = statistics.median(times["ours"])
     b = statistics.median(times["torch"]) if theirs else None
-    sb = state_bytes(theirs or timed_optimizer(library(entry, entry.reference), entry.name, shapes, "loop", **entry.bench_options))
+    sb = state_bytes(theirs or timed_optimizer(library(entry, reference), entry.name, shapes, "loop", **entry.bench_options))
     return dict(kind=kind, path=path, ours=a, torch=b, ratio=a / b if b else None,
                 state_ours=state_bytes(ours), state_torch=sb)
 
