@@ -15,11 +15,11 @@ load hits both alike. The optimizers, their options, their state tensors and whe
 path come from the registry (optim_nb.registry); the timing helpers from optim_nb.speed. Targets (reported, never asserted): default within 1.05x of torch's default,
 our fastest within 1.10x of torch's fastest, >= 80 % of copy bandwidth on the large tensors.
 """
-import argparse, datetime, functools, inspect, math, platform, statistics, types
+import argparse, datetime, inspect, math, platform, statistics
 import torch
 import optim_nb
 from optim_nb.registry import REGISTRY
-from optim_nb.speed import (bytes_per_element, copy_bandwidth, seconds, step_seconds, timed_optimizer,
+from optim_nb.speed import (bytes_per_element, copy_bandwidth, library, seconds, step_seconds, timed_optimizer,
                             update_bandwidth)
 
 
@@ -109,16 +109,6 @@ def run(names, sets, rounds, min_time, paths=("loop", "foreach", "fused"), kinds
                           f"{fmt(row['ratio'], 1, '6.2f')} {row['gbs']:9.1f} {row['pct']:5.0f}% {sa/1e6:9.1f} / {sb/1e6:<9.1f}"
                           + ("" if sa == sb else "  STATE DIFFERS"), flush=True)
     return (bw, rmw), rows
-
-
-def library(entry, cls):
-    """What `timed_optimizer` looks `entry.name` up in: `cls` (ours or the reference) made ready to step,
-    in training mode for an optimizer with train()/eval() modes (`Entry.ready`, schedule-free);
-    `functools.wraps` keeps the class's signature, which says which flags it takes."""
-    @functools.wraps(cls)
-    def made(*args, **kwargs):
-        return entry.ready(cls(*args, **kwargs))
-    return types.SimpleNamespace(**{entry.name: made})
 
 
 def time_row(entry, kind, path, shapes, rounds, min_time):

@@ -186,6 +186,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
             'optim_nb.speed': { 'optim_nb.speed.bytes_per_element': ('speed.html#bytes_per_element', 'optim_nb/speed.py'),
                                 'optim_nb.speed.copy_bandwidth': ('speed.html#copy_bandwidth', 'optim_nb/speed.py'),
                                 'optim_nb.speed.last_level_cache_mb': ('speed.html#last_level_cache_mb', 'optim_nb/speed.py'),
+                                'optim_nb.speed.library': ('speed.html#library', 'optim_nb/speed.py'),
                                 'optim_nb.speed.matmul_flops': ('speed.html#matmul_flops', 'optim_nb/speed.py'),
                                 'optim_nb.speed.seconds': ('speed.html#seconds', 'optim_nb/speed.py'),
                                 'optim_nb.speed.step_seconds': ('speed.html#step_seconds', 'optim_nb/speed.py'),

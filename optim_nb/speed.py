@@ -2,7 +2,7 @@
 
 # %% auto #0
 __all__ = ['bytes_per_element', 'seconds', 'copy_bandwidth', 'update_bandwidth', 'matmul_flops', 'last_level_cache_mb',
-           'step_seconds', 'timed_optimizer']
+           'step_seconds', 'timed_optimizer', 'library']
 
 # %% ../chapters/53_speed.ipynb #c002
 import inspect
@@ -62,3 +62,16 @@ def timed_optimizer(lib, name: str, shapes: list, path: str, warmup: int = 3, **
     for _ in range(warmup):
         opt.step()
     return opt
+
+# %% ../chapters/53_speed.ipynb #c53lf2f97bd5
+import functools, types
+
+def library(entry, cls):
+    """What `timed_optimizer` looks `entry.name` up in: `cls` (ours, or the entry's reference, which
+    need not be in torch.optim) made ready to step: in training mode for an optimizer with
+    train()/eval() modes (`Entry.ready`, schedule-free). `functools.wraps` keeps the class's
+    signature, which says which flags it takes."""
+    @functools.wraps(cls)
+    def made(*args, **kwargs):
+        return entry.ready(cls(*args, **kwargs))
+    return types.SimpleNamespace(**{entry.name: made})
