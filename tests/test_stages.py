@@ -19,19 +19,13 @@ from optim_nb.stages import (BEALE, NOISY, QUADRATIC, ROSENBROCK, ROTATED, SADDL
                              quadratic, sweep)
 
 from optim_nb.registry import REGISTRY  # noqa: E402
+from registry_options import made  # noqa: E402
 
 # every optimizer with its defaults, and with the options that use all of its state
 # a stage's parameter is a point of the plane, a vector: the optimizers that take any shape (Entry.shapes;
 # one that takes matrices only, Muon, cannot step it, as chapter 41 says)
-def _ready(entry):
-    "The entry's class, its optimizers made ready to step (schedule-free: training mode), as `path` needs."
-    def made(*args, **kwargs):
-        return entry.ready(entry.cls(*args, **kwargs))
-    made.__name__ = entry.name
-    return made
-
-
-OPTIMIZERS = [(_ready(e), options) for e in REGISTRY.values() if e.shapes != "2-D"
+# made: each optimizer ready to step, as `path` needs (schedule-free: in training mode)
+OPTIMIZERS = [(made(e, e.cls), options) for e in REGISTRY.values() if e.shapes != "2-D"
               for options in ({}, {k: v for k, v in e.options.items() if k != "lr"})]
 
 
