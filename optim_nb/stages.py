@@ -100,16 +100,45 @@ NOISY = Stage("noisy quadratic", quadratic, x0=(-5.0, -2.0), minimum=(0.0, 0.0),
 STAGES = {s.name: s for s in (QUADRATIC, ROSENBROCK, SADDLE, BEALE, ROTATED, NOISY)}
 
 # %% ../chapters/90_stages.ipynb #c013
+from .registry import REGISTRY
+
 def _noise(f, seed: int):
     "A generator for the gradient noise of `f` (a `Stage` with `noise` > 0), or None for an exact gradient."
     return torch.Generator().manual_seed(seed) if getattr(f, "noise", 0.0) else None
 
+def _ready(opt) -> bool:
+    """Put `opt` in training mode if it has train()/eval() modes (`Entry.train_eval` of the registry
+    entry of its class's name, which optim_nb and the reference share); return whether it has them."""
+    entry = REGISTRY.get(type(opt).__name__)
+    if entry is None or not entry.train_eval:
+        return False
+    entry.ready(opt)
+    return True
+
+def _returned(opt, params: list, modes: bool) -> torch.Tensor:
+    """The points `opt` returns, stacked: its parameters, or where it has modes (`_ready`) what `eval()`
+    puts in them (schedule-free: the average x); then training mode again, and y put back bit for bit,
+    so that recording leaves the run as it was (train() after eval() is only y up to rounding)."""
+    if not modes:
+        return torch.stack([p.detach().clone() for p in params])
+    y = [p.detach().clone() for p in params]
+    opt.eval()
+    x = torch.stack([p.detach().clone() for p in params])
+    opt.train()
+    with torch.no_grad():
+        for p, v in zip(params, y):
+            p.copy_(v)
+    return x
+
 def path(optimizer_class, f, x0, steps: int = 50, seed: int = 0, **options) -> torch.Tensor:
     """Iterates x_0, …, x_steps of `optimizer_class(**options)` minimising `f` from `x0`.
 
-    If `f` is a `Stage` with `noise`, every gradient gets that much Gaussian noise, drawn from `seed`."""
+    If `f` is a `Stage` with `noise`, every gradient gets that much Gaussian noise, drawn from `seed`.
+    An optimizer with train()/eval() modes (schedule-free) steps in training mode, and the iterates
+    are the points it returns: those `eval()` puts in the parameter (the average x)."""
     x = torch.as_tensor(x0, dtype=torch.float64).clone().requires_grad_(True)
     opt = optimizer_class([x], **options)
+    modes = _ready(opt)
     gen = _noise(f, seed)
     points = [x.detach().clone()]
     for _ in range(steps):
@@ -118,7 +147,7 @@ def path(optimizer_class, f, x0, steps: int = 50, seed: int = 0, **options) -> t
         if gen is not None:
             x.grad.add_(torch.randn(x.shape, generator=gen, dtype=x.dtype), alpha=f.noise)
         opt.step()
-        points.append(x.detach().clone())
+        points.append(_returned(opt, [x], modes)[0])
     return torch.stack(points)
 
 # %% ../chapters/90_stages.ipynb #c016
@@ -128,6 +157,7 @@ def sweep(optimizer_class, f, x0, lrs, steps: int = 50, seed: int = 0, **options
     On a noisy stage every learning rate sees the same noise, the one `path` draws from `seed`."""
     points = [torch.as_tensor(x0, dtype=torch.float64).clone().requires_grad_(True) for _ in lrs]
     opt = optimizer_class([{"params": [x], "lr": lr} for x, lr in zip(points, lrs)], **options)
+    modes = _ready(opt)
     gen = _noise(f, seed)
     out = [torch.stack(points).detach().clone()]
     for _ in range(steps):
@@ -138,7 +168,7 @@ def sweep(optimizer_class, f, x0, lrs, steps: int = 50, seed: int = 0, **options
             for x in points:
                 x.grad.add_(noise, alpha=f.noise)
         opt.step()
-        out.append(torch.stack(points).detach().clone())
+        out.append(_returned(opt, points, modes))
     return torch.stack(out, dim=1)
 
 def seeded_paths(optimizer_class, stage: Stage, seeds=range(5), steps: int | None = None,

@@ -19,13 +19,12 @@ from optim_nb.stages import (BEALE, NOISY, QUADRATIC, ROSENBROCK, ROTATED, SADDL
                              quadratic, sweep)
 
 from optim_nb.registry import REGISTRY  # noqa: E402
-from registry_options import made  # noqa: E402
 
 # every optimizer with its defaults, and with the options that use all of its state
 # a stage's parameter is a point of the plane, a vector: the optimizers that take any shape (Entry.shapes;
 # one that takes matrices only, Muon, cannot step it, as chapter 41 says)
-# made: each optimizer ready to step, as `path` needs (schedule-free: in training mode)
-OPTIMIZERS = [(made(e, e.cls), options) for e in REGISTRY.values() if e.shapes != "2-D"
+# the classes themselves: `path` and `sweep` put one with train()/eval() modes (schedule-free) in training mode
+OPTIMIZERS = [(e.cls, options) for e in REGISTRY.values() if e.shapes != "2-D"
               for options in ({}, {k: v for k, v in e.options.items() if k != "lr"})]
 
 
@@ -98,6 +97,43 @@ def test_sweep_is_path_for_every_learning_rate(which, stage, exponents):
         single = path(cls, stage, stage.x0, steps=15, lr=lr, **options)
         assert torch.equal(run.isnan(), single.isnan())
         assert torch.equal(run.nan_to_num(0.0), single.nan_to_num(0.0)), (cls.__name__, lr)
+
+
+@pytest.mark.parametrize("name", [n for n, e in REGISTRY.items() if e.train_eval])
+def test_a_path_of_an_optimizer_with_modes_records_the_x_of_a_run_that_never_evaluates(name):
+    """Schedule-free: path and sweep put it in training mode and record x (what eval() puts in the
+    parameter) after each step, leaving y as a loop without eval() leaves it; the reference's class, of
+    the same name, is found in the registry as well and gives the same path bit for bit."""
+    entry, steps, lr = REGISTRY[name], 8, 0.1
+
+    def loop(k):
+        x = torch.tensor(QUADRATIC.x0, dtype=torch.float64, requires_grad=True)
+        opt = entry.ready(entry.cls([x], lr=lr))
+        for _ in range(k):
+            opt.zero_grad()
+            QUADRATIC(x).backward()
+            opt.step()
+        y = x.detach().clone()
+        opt.eval()
+        return x.detach().clone(), y
+
+    p = path(entry.cls, QUADRATIC, QUADRATIC.x0, steps=steps, lr=lr)
+    xs, ys = zip(*[loop(k) for k in range(steps + 1)])
+    assert torch.equal(p, torch.stack(xs)) and not torch.equal(p, torch.stack(ys))
+    assert torch.equal(sweep(entry.cls, QUADRATIC, QUADRATIC.x0, [lr / 3, lr], steps=steps)[1], p)
+    assert torch.equal(path(entry.reference, QUADRATIC, QUADRATIC.x0, steps=steps, lr=lr), p)
+
+
+def test_a_path_of_an_optimizer_without_modes_is_its_parameter():
+    x = torch.tensor(QUADRATIC.x0, dtype=torch.float64, requires_grad=True)
+    opt = optim_nb.Adam([x], lr=0.1)
+    points = [x.detach().clone()]
+    for _ in range(5):
+        opt.zero_grad()
+        QUADRATIC(x).backward()
+        opt.step()
+        points.append(x.detach().clone())
+    assert torch.equal(path(optim_nb.Adam, QUADRATIC, QUADRATIC.x0, steps=5, lr=0.1), torch.stack(points))
 
 
 def test_the_sweep_comparison_can_fail():
