@@ -13,6 +13,7 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 book: $(STAMP)  ## build the textbook into _build/html (warnings are errors)
+	$(PY) tools/execute_notebooks.py
 	.venv/bin/jupyter-book build . --warningiserror --keep-going
 
 test: $(STAMP)  ## the package against torch.optim, and every chapter through nbval
