@@ -7,7 +7,8 @@
 
 For each optimizer and parameter set it prints the median step time of optim_nb and torch.optim on
 each path (loop = foreach=False, foreach = foreach=True, fused = fused=True; where torch.optim has no
-fused path, RMSprop and Adadelta, those rows time optim_nb alone), the
+fused path, RMSprop and Adadelta, and where the authors' package has none, Lion and the schedule-free
+optimizers, those rows time optim_nb alone), the
 ratio ours/torch, the achieved GB/s (minimal bytes per element moved by one step, see the chapter on speed, 53_speed)
 against this machine's copy bandwidth, and the bytes of optimizer state of both (which must be
 equal). The two libraries are timed alternately, round after round, so that drift in the machine's

@@ -5,9 +5,11 @@
 # %% auto #0
 __all__ = ['FUSED_CPP', 'CPP_TYPES', 'AMP_ARGS', 'SGD_ARGS', 'SGD_CPP', 'SGD_KERNEL', 'ADAGRAD_ARGS', 'ADAGRAD_CPP',
            'ADAGRAD_KERNEL', 'RMSPROP_ARGS', 'RMSPROP_CPP', 'RMSPROP_KERNEL', 'ADADELTA_ARGS', 'ADADELTA_CPP',
-           'ADADELTA_KERNEL', 'ADAM_ARGS', 'ADAM_CPP', 'ADAM_KERNEL', 'cpp_type', 'column', 'Kernel',
+           'ADADELTA_KERNEL', 'ADAM_ARGS', 'ADAM_CPP', 'ADAM_KERNEL', 'LION_ARGS', 'LION_CPP', 'LION_KERNEL',
+           'SCHEDULEFREE_ARGS', 'SCHEDULEFREE_CPP', 'SCHEDULEFREE_KERNEL', 'cpp_type', 'column', 'Kernel',
            'FusedUnavailable', 'missing_toolchain', 'fused_library', 'sgd_update_fused', 'adagrad_update_fused',
-           'rmsprop_update_fused', 'adadelta_update_fused', 'adam_update_fused']
+           'rmsprop_update_fused', 'adadelta_update_fused', 'adam_update_fused', 'lion_update_fused',
+           'sgd_schedulefree_update_fused', 'adamw_schedulefree_update_fused']
 
 # %% ../chapters/52_fused.ipynb #c002
 import hashlib, os, pathlib, platform, re, shutil
@@ -18,6 +20,9 @@ from .adagrad import Adagrad
 from .rmsprop import RMSprop
 from .adadelta import Adadelta
 from .adam import Adam
+from .core import bias_correction
+from .lion import Lion
+from .schedulefree import SGDScheduleFree, AdamWScheduleFree
 
 # %% ../chapters/52_fused.ipynb #c006
 # C++ shared by the fused kernels of every optimizer (each section below appends its kernel)
@@ -628,3 +633,162 @@ def adam_update_fused(params: list, grads: list, states: list, *, lr, betas, eps
 
 # %% ../chapters/52_fused.ipynb #c054
 Adam.update_fused = staticmethod(adam_update_fused)
+
+# %% ../chapters/52_fused.ipynb #c52l01
+LION_ARGS = (("Tensor(a!)[]", "params"), ("Tensor(b!)[]", "grads"), ("Tensor(c!)[]", "exp_avgs"),
+             ("float", "lr"), ("float", "beta1"), ("float", "beta2"), ("float", "weight_decay"),
+             *AMP_ARGS)
+
+# %% ../chapters/52_fused.ipynb #c52l02
+LION_CPP = r"""
+// elements [begin, end) of θ ← (1 - γλ)θ - γ·sign(β₁m + (1-β₁)g), m ← β₂m + (1-β₂)g
+template <bool UNSCALE, typename T>
+void lion_chunk(T* __restrict__ p, T* __restrict__ g, T* __restrict__ exp_avg, int64_t begin,
+                int64_t end, const lion_args& a, const optim_nb::Amp& amp) {
+  using opmath = at::opmath_type<T>;  // float for float16 and bfloat16
+  const opmath gamma = a.lr, beta1 = a.beta1, w1 = 1 - a.beta1, beta2 = a.beta2;
+  const opmath w2 = 1 - a.beta2, scale = amp.scale;
+  const opmath keep = 1 - a.lr * a.weight_decay;  // 1 - γλ in double, as the loop's Python float
+  for (int64_t j = begin; j < end; ++j) {
+    const opmath theta = opmath(p[j]) * keep;     // mul_(1 - γλ); θ·1 is θ, exactly
+    const opmath d = optim_nb::gradient<UNSCALE>(g, j, scale, opmath(1));
+    const opmath m = exp_avg[j];
+    const opmath c = std::fma(w1, d, m * beta1);  // m.mul_(β₁).add(g, alpha=1-β₁)
+    const opmath s = opmath(c > 0) - opmath(c < 0);  // sgn_: 0 for 0 and for NaN
+    p[j] = std::fma(-gamma, s, theta);            // add_(sign, alpha=-γ)
+    exp_avg[j] = std::fma(w2, d, m * beta2);      // m.mul_(β₂).add_(g, alpha=1-β₂)
+  }
+}
+
+void lion_(const lion_args& a) {
+  const optim_nb::Amp amp(a.grad_scale, a.found_inf);
+  if (amp.skip()) return;
+  for (size_t i = 0; i < a.params.size(); ++i) {
+    optim_nb::with_flags({amp.unscale}, [&](auto unscale) {
+      optim_nb::for_each_element(
+          {a.params[i], a.grads[i], a.exp_avgs[i]}, unscale,
+          [&](auto* const* x, int64_t begin, int64_t end) {
+            lion_chunk<unscale()>(x[0], x[1], x[2], begin, end, a, amp);
+          });
+    });
+  }
+}
+"""
+LION_KERNEL = Kernel("lion_", LION_ARGS, LION_CPP)
+
+# %% ../chapters/52_fused.ipynb #c52l04
+def lion_update_fused(params: list, grads: list, states: list, *, lr, betas, weight_decay,
+                      grad_scale=None, found_inf=None):
+    "One Lion step for a list of parameters by the C++ kernel `lion_`: one pass over memory each."
+    LION_KERNEL(params=params, grads=grads, exp_avgs=column(states, "exp_avg"), lr=float(lr),
+                beta1=float(betas[0]), beta2=float(betas[1]), weight_decay=float(weight_decay),
+                grad_scale=grad_scale, found_inf=found_inf)
+
+# %% ../chapters/52_fused.ipynb #c52l07
+Lion.update_fused = staticmethod(lion_update_fused)
+
+# %% ../chapters/52_fused.ipynb #c52s01
+SCHEDULEFREE_ARGS = (("Tensor(a!)[]", "params"), ("Tensor(b!)[]", "grads"), ("Tensor(c!)[]", "zs"),
+                     ("Tensor(d!)[]", "exp_avg_sqs"), ("float", "lr"), ("float", "beta"),
+                     ("float", "ckp1"), ("float", "weight_decay"), ("float", "beta2"),
+                     ("float", "eps"), ("float", "bias_correction2"), *AMP_ARGS)
+
+# %% ../chapters/52_fused.ipynb #c52s02
+SCHEDULEFREE_CPP = r"""
+// torch's square root of a float or double tensor on the CPU: MKL's vector function (at::vml's
+// vsqrt, accurate to an ulp, not always the nearest float) where torch was built with MKL;
+// elsewhere, and for float16/bfloat16 parameters, the correctly rounded std::sqrt
+#if AT_MKL_ENABLED()
+extern "C" void vmsSqrt(int n, const float* a, float* r, long long mode);
+extern "C" void vmdSqrt(int n, const double* a, double* r, long long mode);
+#endif
+template <typename T, typename U>
+void torch_sqrt(U* x, int n) {
+#if AT_MKL_ENABLED()
+  constexpr long long mode = 0x2 | 0x140000 | 0x100;  // VML_HA | VML_FTZDAZ_OFF | VML_ERRMODE_IGNORE
+  if constexpr (std::is_same_v<T, float>) return vmsSqrt(n, x, x, mode);
+  if constexpr (std::is_same_v<T, double>) return vmdSqrt(n, x, x, mode);
+#endif
+  for (int i = 0; i < n; ++i) x[i] = std::sqrt(x[i]);
+}
+
+// elements [begin, end) of d ← g (AdamW: v ← β₂v + (1-β₂)g², d ← g/(√(v/(1-β₂ᵏ⁺¹)) + ε)),
+// d ← d + λy, y ← lerp(y, z, c) + γ(β(1-c) - 1)·d, z ← z - γd; the gradient then holds d.
+// Blocks of BLOCK elements: the square roots of a block in one call, between two loops
+template <bool ADAPTIVE, bool WRITE, bool UNSCALE, typename T>
+void schedulefree_chunk(T* __restrict__ p, T* __restrict__ g, T* __restrict__ zs,
+                        T* __restrict__ exp_avg_sq, int64_t begin, int64_t end,
+                        const schedulefree_args& a, const optim_nb::Amp& amp) {
+  using opmath = at::opmath_type<T>;  // float for float16 and bfloat16
+  const opmath gamma = a.lr, c = a.ckp1, lambda = a.weight_decay, scale = amp.scale;
+  const opmath y_step = a.lr * (a.beta * (1 - a.ckp1) - 1);  // in double, as the loop's alpha
+  const opmath beta2 = a.beta2, w2 = 1 - a.beta2, bc2 = a.bias_correction2, epsilon = a.eps;
+  const bool decay = a.weight_decay != 0;
+  constexpr int64_t BLOCK = 256;
+  opmath dir[BLOCK], root[BLOCK];
+  for (int64_t first = begin; first < end; first += BLOCK) {
+    const int n = std::min(BLOCK, end - first);
+    T* const gb = g + first;
+    for (int i = 0; i < n; ++i) {
+      dir[i] = optim_nb::gradient<UNSCALE>(gb, i, scale, opmath(1));
+      if constexpr (ADAPTIVE) {
+        const opmath v = optim_nb::ema_sq(opmath(exp_avg_sq[first + i]), dir[i], beta2, w2);
+        exp_avg_sq[first + i] = v;
+        root[i] = v / bc2;
+      }
+    }
+    if constexpr (ADAPTIVE) torch_sqrt<T>(root, n);
+    for (int i = 0; i < n; ++i) {
+      const int64_t j = first + i;
+      const opmath y = p[j], z = zs[j];
+      opmath d = ADAPTIVE ? dir[i] / (root[i] + epsilon) : dir[i];
+      d = decay ? optim_nb::add_l2(d, y, lambda) : d;
+      if constexpr (WRITE) g[j] = d;
+      p[j] = std::fma(y_step, d, optim_nb::ema(y, z, c));
+      zs[j] = std::fma(-gamma, d, z);
+    }
+  }
+}
+
+void schedulefree_(const schedulefree_args& a) {
+  const optim_nb::Amp amp(a.grad_scale, a.found_inf);
+  if (amp.skip()) return;
+  const bool adaptive = !a.exp_avg_sqs.empty();
+  const bool write = adaptive || a.weight_decay != 0;
+  for (size_t i = 0; i < a.params.size(); ++i) {
+    optim_nb::with_flags({adaptive, write, amp.unscale},
+                         [&](auto adaptive, auto write, auto unscale) {
+      optim_nb::for_each_element(
+          {a.params[i], a.grads[i], a.zs[i], optim_nb::maybe(a.exp_avg_sqs, i)},
+          unscale || write, [&](auto* const* x, int64_t begin, int64_t end) {
+            schedulefree_chunk<adaptive(), write(), unscale()>(x[0], x[1], x[2], x[3], begin,
+                                                               end, a, amp);
+          });
+    });
+  }
+}
+"""
+SCHEDULEFREE_KERNEL = Kernel("schedulefree_", SCHEDULEFREE_ARGS, SCHEDULEFREE_CPP)
+
+# %% ../chapters/52_fused.ipynb #c52s05
+def sgd_schedulefree_update_fused(params: list, grads: list, states: list, *, scheduled_lr, momentum,
+                                  weight_decay, ckp1, grad_scale=None, found_inf=None):
+    "One schedule-free SGD step for a list of parameters by the C++ kernel `schedulefree_`: one pass over memory each."
+    SCHEDULEFREE_KERNEL(params=params, grads=grads, zs=column(states, "z"), exp_avg_sqs=[],
+                        lr=float(scheduled_lr), beta=float(momentum), ckp1=float(ckp1),
+                        weight_decay=float(weight_decay), beta2=0.0, eps=0.0, bias_correction2=1.0,
+                        grad_scale=grad_scale, found_inf=found_inf)
+
+def adamw_schedulefree_update_fused(params: list, grads: list, states: list, *, scheduled_lr, betas,
+                                    eps, weight_decay, k, ckp1, grad_scale=None, found_inf=None):
+    "One schedule-free AdamW step for a list of parameters by the C++ kernel `schedulefree_`."
+    SCHEDULEFREE_KERNEL(params=params, grads=grads, zs=column(states, "z"),
+                        exp_avg_sqs=column(states, "exp_avg_sq"), lr=float(scheduled_lr),
+                        beta=float(betas[0]), ckp1=float(ckp1), weight_decay=float(weight_decay),
+                        beta2=float(betas[1]), eps=float(eps),
+                        bias_correction2=float(bias_correction(betas[1], k + 1)),
+                        grad_scale=grad_scale, found_inf=found_inf)
+
+# %% ../chapters/52_fused.ipynb #c52s08
+SGDScheduleFree.update_fused = staticmethod(sgd_schedulefree_update_fused)
+AdamWScheduleFree.update_fused = staticmethod(adamw_schedulefree_update_fused)

@@ -48,6 +48,12 @@ class Lion(Optimizer):
             averages are `lerp`s and round differently from the loop's; None or False: the loop, on
             every device, as `lion_pytorch.Lion`. Kept out of the parameter groups, as the reference
             keeps its choice of class.
+        fused: optim_nb's addition (the reference has no such path): True runs the C++ kernel
+            `lion_` (chapter 52), one pass over memory per parameter in the loop's order of
+            operations, bit-identical to the loop in float32 and float64, on floating-point CPU
+            parameters (elsewhere the multi-tensor rule); not together with foreach=True, with
+            torch's RuntimeError (default None). Kept in the parameter groups only when true, as
+            torch keeps its flags, so that otherwise `state_dict()` is the reference's.
 
     Raises `AssertionError` for lr ≤ 0 or NaN and for a β outside [0, 1], as the reference's
     asserts do, with a message that names the value (also under `python -O`, and for a parameter
@@ -61,12 +67,17 @@ class Lion(Optimizer):
     """
 
     def __init__(self, params, lr: float = 1e-4, betas: tuple = (0.9, 0.99), weight_decay: float = 0.0,
-                 use_triton: bool = False, decoupled_weight_decay: bool = False, foreach=None):
+                 use_triton: bool = False, decoupled_weight_decay: bool = False, foreach=None, fused=None):
         self._init_lr = lr                      # the reference's names: not part of the state_dict
         self.decoupled_wd = decoupled_weight_decay
         self.use_triton = use_triton            # no Triton here: the loop rule on every device
         self.foreach = foreach
-        super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay))
+        defaults = dict(lr=lr, betas=betas, weight_decay=weight_decay)
+        if fused:  # our addition is kept out of the groups unless asked for: the reference's state_dict
+            defaults["fused"] = fused
+        super().__init__(params, defaults)
+        if fused and foreach:  # the base class sees only the groups' flags, and foreach is not one
+            raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
 
     def validate(self, h: dict):
         "The reference's two asserts, on the defaults and on every group added later, with a message."
@@ -78,7 +89,8 @@ class Lion(Optimizer):
     default_to_foreach = False
 
     def path(self, group: dict, params: list) -> str:
-        return "foreach" if self.foreach and self.update_foreach is not None else "loop"
+        "The loop unless asked for: foreach=True the multi-tensor rule, fused=True the kernel (on the CPU)."
+        return super().path({**group, "foreach": self.foreach}, params)
 
     def hyperparams(self, rule, group: dict) -> dict:
         h = super().hyperparams(rule, group)

@@ -25,6 +25,18 @@ class ScheduleFree(Optimizer):
     the reference does (they are group keys, so checkpoints carry them)."""
     default_to_foreach = False  # foreach=None is the loop on every device, as in the reference
 
+    def __init__(self, params, defaults: dict):
+        """The base class's, with optim_nb's `fused` in the defaults only when true. `foreach` defaults
+        to True, as in the reference, so fused=True beside it is not refused as torch refuses the pair:
+        fused=True runs the C++ kernel whatever `foreach` says (off the CPU, the multi-tensor rule)."""
+        fused = defaults.pop("fused", None)
+        super().__init__(params, defaults)
+        if fused:  # added after the base class's check of the pair
+            self.defaults["fused"] = fused
+            for group in self.param_groups:
+                group.setdefault("fused", fused)
+            self._step_supports_amp_scaling = True  # GradScaler hands the kernel its scale and found-inf flag
+
     def interpolation(self, group: dict) -> float:
         "β of y = (1 - β)·z + β·x: SGD's `momentum`, AdamW's `betas[0]`."
         raise NotImplementedError
@@ -61,6 +73,9 @@ class ScheduleFree(Optimizer):
 
     def step_group(self, group: dict, params: list):
         "The warmed-up γ_k and the weight c_{k+1} of the new point in the average, then the rule."
+        found_inf = getattr(self, "found_inf", None)  # GradScaler's flag, set for a fused optimizer
+        if found_inf is not None and found_inf.item() == 1:
+            return  # no step: k and the weights of the average stay as they were, as when GradScaler skips step()
         saved = {key: group[key] for key in ("scheduled_lr", "lr_max", "weight_sum")}
         k, warmup_steps = group["k"], group["warmup_steps"]
         sched = (k + 1) / warmup_steps if k < warmup_steps else 1.0
@@ -114,12 +129,16 @@ class SGDScheduleFree(ScheduleFree):
     (0.9), `weight_decay` λ, an L2 term taken at y (0), `warmup_steps` of linear warmup (0),
     `r` the power of the polynomial weights (k+1)^r of the average (0), `weight_lr_power` the
     power of the largest lr so far in those weights (2), `foreach` the multi-tensor path
-    (default True where torch has `_foreach_mul_`, as the reference)."""
+    (default True where torch has `_foreach_mul_`, as the reference), `fused` optim_nb's addition (the reference has no fused path): True runs the C++ kernel
+    `schedulefree_` of chapter 52, one pass over memory per parameter in the loop's order of operations,
+    bit-identical to the loop in float32 and float64, on floating-point CPU parameters (elsewhere the
+    multi-tensor rule), whatever `foreach` says (default None; kept out of the parameter groups
+    unless true)."""
     def __init__(self, params, lr=1.0, momentum=0.9, weight_decay=0, warmup_steps=0, r=0.0,
-                 weight_lr_power=2, foreach=hasattr(torch, "_foreach_mul_")):
+                 weight_lr_power=2, foreach=hasattr(torch, "_foreach_mul_"), fused=None):
         defaults = dict(lr=lr, momentum=momentum, r=r, k=0, warmup_steps=warmup_steps, train_mode=False,
                         weight_sum=0.0, lr_max=-1.0, scheduled_lr=0.0, weight_lr_power=weight_lr_power,
-                        weight_decay=weight_decay, foreach=foreach)
+                        weight_decay=weight_decay, foreach=foreach, fused=fused)
         super().__init__(params, defaults)
 
     def validate(self, h: dict):
@@ -164,13 +183,14 @@ class AdamWScheduleFree(ScheduleFree):
 
     Arguments: `lr` γ (default 0.0025), `betas` (β₁ the interpolation, β₂ the second moment's
     average; (0.9, 0.999)), `eps` ε (1e-8), `weight_decay` λ, decoupled, at y (0), `warmup_steps`,
-    `r`, `weight_lr_power` and `foreach` as in `SGDScheduleFree`. Like the reference it checks
+    `r`, `weight_lr_power`, `foreach` and `fused` (optim_nb's addition: the kernel
+    `schedulefree_`, whatever `foreach` says) as in `SGDScheduleFree`. Like the reference it checks
     no value."""
     def __init__(self, params, lr=0.0025, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, warmup_steps=0,
-                 r=0.0, weight_lr_power=2.0, foreach=hasattr(torch, "_foreach_mul_")):
+                 r=0.0, weight_lr_power=2.0, foreach=hasattr(torch, "_foreach_mul_"), fused=None):
         defaults = dict(lr=lr, betas=betas, eps=eps, r=r, k=0, warmup_steps=warmup_steps, train_mode=False,
                         weight_sum=0.0, lr_max=-1.0, scheduled_lr=0.0, weight_lr_power=weight_lr_power,
-                        weight_decay=weight_decay, foreach=foreach)
+                        weight_decay=weight_decay, foreach=foreach, fused=fused)
         super().__init__(params, defaults)
 
     def interpolation(self, group: dict) -> float:

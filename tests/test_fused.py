@@ -12,11 +12,12 @@ import torch
 import optim_nb
 from optim_nb.registry import REGISTRY
 from optim_nb.testing import layer_groups, train
+from registry_options import made
 
 # every fused case of the registry (the bound of each, fused vs loop in float32/float64, is checked
-# in tests/test_generic.py)
-CASES = [(e.cls, options) for e in REGISTRY.values() for options in e.fused_cases]
-IDS = [f"{cls.__name__}-{i}" for i, (cls, _) in enumerate(CASES)]
+# in tests/test_generic.py), each class made ready to step (`made`: schedule-free ones in training mode)
+CASES = [(made(e, e.cls), options) for e in REGISTRY.values() for options in e.fused_cases]
+IDS = [f"{e.name}-{i}" for i, (e, _) in enumerate((e, o) for e in REGISTRY.values() for o in e.fused_cases)]
 TORCH_FUSED = [e for e in REGISTRY.values() if e.reference_fused]
 OURS_ONLY = [e for e in REGISTRY.values() if e.kernel and not e.reference_fused]
 
@@ -180,20 +181,29 @@ def test_tensor_lr_and_grad_scaler_on_the_fused_path():
 
 @pytest.mark.parametrize("entry", OURS_ONLY, ids=str)
 def test_our_added_fused_flag_checks_what_torchs_fused_optimizers_check(entry):
+    """torch's errors for the flags torch refuses beside fused=True, where the class takes them (Lion has no
+    `differentiable`); where `foreach` defaults to True, as in schedule-free's reference, fused=True runs the
+    kernel beside it instead (chapter 52_fused)."""
     cls = entry.cls
+    takes = inspect.signature(cls).parameters
     assert "fused" not in inspect.signature(entry.reference).parameters
-    assert inspect.signature(cls).parameters["fused"].default is None
+    assert takes["fused"].default is None
     p = [torch.zeros(2, requires_grad=True)]
-    for kwargs in (dict(fused=True, differentiable=True), dict(fused=True, foreach=True)):
+    clashes = [f for f in ("differentiable", "foreach") if f in takes and takes[f].default is not True]
+    assert clashes or takes["foreach"].default is True  # a refusal, or the kernel beside foreach=True (below)
+    for flag in clashes:
         with pytest.raises(RuntimeError) as want:
-            torch.optim.Adam(p, **kwargs)
+            torch.optim.Adam(p, fused=True, **{flag: True})
         with pytest.raises(RuntimeError, match=str(want.value).replace("`", ".")):
-            cls(p, **kwargs)
+            cls(p, fused=True, **{flag: True})
+    if "foreach" in takes and takes["foreach"].default is True:
+        opt = cls(p, fused=True, foreach=True)
+        assert opt.param_groups[0]["foreach"] is True and opt.path(opt.param_groups[0], p) == "fused"
     for dtype in (torch.int64, torch.complex64):  # fused kernels take real floating point only
         z = torch.zeros(3, dtype=dtype)
         z.grad = torch.ones(3, dtype=dtype)
         with pytest.raises(RuntimeError, match="`fused=True` requires all the params to be floating point"):
-            cls([z], fused=True).step()
+            made(entry, cls)([z], fused=True).step()
 
 
 @pytest.mark.parametrize("entry", TORCH_FUSED, ids=str)

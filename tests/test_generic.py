@@ -142,7 +142,7 @@ FUSED = [(e, i) for e in ENTRIES for i in range(len(e.fused_cases))]
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 @pytest.mark.parametrize("entry,case", FUSED, ids=[f"{e}-{i}" for e, i in FUSED])
 def test_fused_within_the_stated_ulps_of_the_loop_one_kernel_call_per_step(entry, case, dtype):
-    r = fused_vs_loop(entry.cls, SHAPES, steps=5, dtype=dtype, **entry.fused_cases[case])
+    r = fused_vs_loop(made(entry, entry.cls), SHAPES, steps=5, dtype=dtype, **entry.fused_cases[case])
     assert r["ulps"] <= entry.fused_ulps, r
     assert r["ops"] == [f"optim_nb.{entry.kernel}.default"]  # a changing lr: no new work, no allocation
 
@@ -337,7 +337,7 @@ def test_step_dtype_follows_the_default_dtype(entry):
         if entry.kernel:  # the fused path counts in float32, as torch's fused optimizers do
             w = torch.zeros(2, requires_grad=True)
             w.grad = torch.ones(2)
-            opt = entry.cls([w], fused=True)
+            opt = made(entry, entry.cls)([w], fused=True)
             opt.step()
             assert opt.state[w].get("step", torch.zeros((), dtype=torch.float32)).dtype == torch.float32
     finally:
