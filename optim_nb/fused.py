@@ -8,7 +8,7 @@ __all__ = ['FUSED_CPP', 'CPP_TYPES', 'AMP_ARGS', 'SGD_ARGS', 'SGD_CPP', 'SGD_KER
            'ADADELTA_KERNEL', 'ADAM_ARGS', 'ADAM_CPP', 'ADAM_KERNEL', 'LION_ARGS', 'LION_CPP', 'LION_KERNEL',
            'SCHEDULEFREE_ARGS', 'SCHEDULEFREE_CPP', 'SCHEDULEFREE_KERNEL', 'cpp_type', 'column', 'Kernel',
            'FusedUnavailable', 'missing_toolchain', 'fused_library', 'sgd_update_fused', 'adagrad_update_fused',
-           'rmsprop_update_fused', 'adadelta_update_fused', 'adam_update_fused', 'lion_update_fused',
+           'rmsprop_update_fused', 'adadelta_update_fused', 'adam_update_fused', 'lion_update_fused', 'y_step',
            'sgd_schedulefree_update_fused', 'adamw_schedulefree_update_fused']
 
 # %% ../chapters/52_fused.ipynb #c002
@@ -635,20 +635,21 @@ def adam_update_fused(params: list, grads: list, states: list, *, lr, betas, eps
 Adam.update_fused = staticmethod(adam_update_fused)
 
 # %% ../chapters/52_fused.ipynb #c52l01
-LION_ARGS = (("Tensor(a!)[]", "params"), ("Tensor(b!)[]", "grads"), ("Tensor(c!)[]", "exp_avgs"),
-             ("float", "lr"), ("float", "beta1"), ("float", "beta2"), ("float", "weight_decay"),
-             *AMP_ARGS)
+LION_ARGS = (("Tensor(a!)[]", "params"), ("Tensor(b!)[]", "grads"),
+             ("Tensor(c!)[]", "exp_avgs"), ("float", "lr"), ("float", "beta1"),
+             ("float", "beta2"), ("float", "keep"), *AMP_ARGS)
 
 # %% ../chapters/52_fused.ipynb #c52l02
 LION_CPP = r"""
-// elements [begin, end) of θ ← (1 - γλ)θ - γ·sign(β₁m + (1-β₁)g), m ← β₂m + (1-β₂)g
+// elements [begin, end) of θ ← keep·θ - γ·sign(β₁m + (1-β₁)g), m ← β₂m + (1-β₂)g,
+// with keep = 1 - γλ
 template <bool UNSCALE, typename T>
-void lion_chunk(T* __restrict__ p, T* __restrict__ g, T* __restrict__ exp_avg, int64_t begin,
-                int64_t end, const lion_args& a, const optim_nb::Amp& amp) {
+void lion_chunk(T* __restrict__ p, T* __restrict__ g, T* __restrict__ exp_avg,
+                int64_t begin, int64_t end, const lion_args& a, const optim_nb::Amp& amp) {
   using opmath = at::opmath_type<T>;  // float for float16 and bfloat16
   const opmath gamma = a.lr, beta1 = a.beta1, w1 = 1 - a.beta1, beta2 = a.beta2;
   const opmath w2 = 1 - a.beta2, scale = amp.scale;
-  const opmath keep = 1 - a.lr * a.weight_decay;  // 1 - γλ in double, as the loop's Python float
+  const opmath keep = a.keep;  // 1 - γλ, computed by the glue as by the loop
   for (int64_t j = begin; j < end; ++j) {
     const opmath theta = opmath(p[j]) * keep;     // mul_(1 - γλ); θ·1 is θ, exactly
     const opmath d = optim_nb::gradient<UNSCALE>(g, j, scale, opmath(1));
@@ -680,24 +681,26 @@ LION_KERNEL = Kernel("lion_", LION_ARGS, LION_CPP)
 def lion_update_fused(params: list, grads: list, states: list, *, lr, betas, weight_decay,
                       grad_scale=None, found_inf=None):
     "One Lion step for a list of parameters by the C++ kernel `lion_`: one pass over memory each."
+    keep = 1. - lr * weight_decay  # lion_update's expression, rounded as there (a tensor if lr is)
     LION_KERNEL(params=params, grads=grads, exp_avgs=column(states, "exp_avg"), lr=float(lr),
-                beta1=float(betas[0]), beta2=float(betas[1]), weight_decay=float(weight_decay),
+                beta1=float(betas[0]), beta2=float(betas[1]), keep=float(keep),
                 grad_scale=grad_scale, found_inf=found_inf)
 
 # %% ../chapters/52_fused.ipynb #c52l07
 Lion.update_fused = staticmethod(lion_update_fused)
 
 # %% ../chapters/52_fused.ipynb #c52s01
-SCHEDULEFREE_ARGS = (("Tensor(a!)[]", "params"), ("Tensor(b!)[]", "grads"), ("Tensor(c!)[]", "zs"),
-                     ("Tensor(d!)[]", "exp_avg_sqs"), ("float", "lr"), ("float", "beta"),
-                     ("float", "ckp1"), ("float", "weight_decay"), ("float", "beta2"),
-                     ("float", "eps"), ("float", "bias_correction2"), *AMP_ARGS)
+SCHEDULEFREE_ARGS = (("Tensor(a!)[]", "params"), ("Tensor(b!)[]", "grads"),
+                     ("Tensor(c!)[]", "zs"), ("Tensor(d!)[]", "exp_avg_sqs"), ("float", "lr"),
+                     ("float", "ckp1"), ("float", "y_step"), ("float", "weight_decay"),
+                     ("float", "beta2"), ("float", "eps"), ("float", "bias_correction2"),
+                     *AMP_ARGS)
 
 # %% ../chapters/52_fused.ipynb #c52s02
 SCHEDULEFREE_CPP = r"""
-// torch's square root of a float or double tensor on the CPU: MKL's vector function (at::vml's
-// vsqrt, accurate to an ulp, not always the nearest float) where torch was built with MKL;
-// elsewhere, and for float16/bfloat16 parameters, the correctly rounded std::sqrt
+// torch's square root of a float or double tensor on the CPU: MKL's vector function
+// (at::vml's vsqrt: within an ulp, not always the nearest float) where torch was built
+// with MKL; elsewhere, and for float16/bfloat16 parameters, the correctly rounded std::sqrt
 #if AT_MKL_ENABLED()
 extern "C" void vmsSqrt(int n, const float* a, float* r, long long mode);
 extern "C" void vmdSqrt(int n, const double* a, double* r, long long mode);
@@ -705,7 +708,8 @@ extern "C" void vmdSqrt(int n, const double* a, double* r, long long mode);
 template <typename T, typename U>
 void torch_sqrt(U* x, int n) {
 #if AT_MKL_ENABLED()
-  constexpr long long mode = 0x2 | 0x140000 | 0x100;  // VML_HA | VML_FTZDAZ_OFF | VML_ERRMODE_IGNORE
+  // at::vml's mode: VML_HA | VML_FTZDAZ_OFF | VML_ERRMODE_IGNORE
+  constexpr long long mode = 0x2 | 0x140000 | 0x100;
   if constexpr (std::is_same_v<T, float>) return vmsSqrt(n, x, x, mode);
   if constexpr (std::is_same_v<T, double>) return vmdSqrt(n, x, x, mode);
 #endif
@@ -721,7 +725,7 @@ void schedulefree_chunk(T* __restrict__ p, T* __restrict__ g, T* __restrict__ zs
                         const schedulefree_args& a, const optim_nb::Amp& amp) {
   using opmath = at::opmath_type<T>;  // float for float16 and bfloat16
   const opmath gamma = a.lr, c = a.ckp1, lambda = a.weight_decay, scale = amp.scale;
-  const opmath y_step = a.lr * (a.beta * (1 - a.ckp1) - 1);  // in double, as the loop's alpha
+  const opmath y_step = a.y_step;  // γ(β(1-c) - 1), computed by the glue as by the loop
   const opmath beta2 = a.beta2, w2 = 1 - a.beta2, bc2 = a.bias_correction2, epsilon = a.eps;
   const bool decay = a.weight_decay != 0;
   constexpr int64_t BLOCK = 256;
@@ -761,8 +765,8 @@ void schedulefree_(const schedulefree_args& a) {
       optim_nb::for_each_element(
           {a.params[i], a.grads[i], a.zs[i], optim_nb::maybe(a.exp_avg_sqs, i)},
           unscale || write, [&](auto* const* x, int64_t begin, int64_t end) {
-            schedulefree_chunk<adaptive(), write(), unscale()>(x[0], x[1], x[2], x[3], begin,
-                                                               end, a, amp);
+            schedulefree_chunk<adaptive(), write(), unscale()>(x[0], x[1], x[2], x[3],
+                                                               begin, end, a, amp);
           });
     });
   }
@@ -771,21 +775,27 @@ void schedulefree_(const schedulefree_args& a) {
 SCHEDULEFREE_KERNEL = Kernel("schedulefree_", SCHEDULEFREE_ARGS, SCHEDULEFREE_CPP)
 
 # %% ../chapters/52_fused.ipynb #c52s05
-def sgd_schedulefree_update_fused(params: list, grads: list, states: list, *, scheduled_lr, momentum,
-                                  weight_decay, ckp1, grad_scale=None, found_inf=None):
-    "One schedule-free SGD step for a list of parameters by the C++ kernel `schedulefree_`: one pass over memory each."
-    SCHEDULEFREE_KERNEL(params=params, grads=grads, zs=column(states, "z"), exp_avg_sqs=[],
-                        lr=float(scheduled_lr), beta=float(momentum), ckp1=float(ckp1),
-                        weight_decay=float(weight_decay), beta2=0.0, eps=0.0, bias_correction2=1.0,
-                        grad_scale=grad_scale, found_inf=found_inf)
+def y_step(lr, beta, ckp1) -> float:
+    "γ(β(1 - c) - 1), the multiple of d added to y, by `interpolate_and_step_`'s expression."
+    return float(lr * (beta * (1 - ckp1) - 1))
 
-def adamw_schedulefree_update_fused(params: list, grads: list, states: list, *, scheduled_lr, betas,
-                                    eps, weight_decay, k, ckp1, grad_scale=None, found_inf=None):
+def sgd_schedulefree_update_fused(params: list, grads: list, states: list, *, scheduled_lr,
+                                  momentum, weight_decay, ckp1, grad_scale=None, found_inf=None):
+    "One schedule-free SGD step for a list of parameters by the C++ kernel `schedulefree_`."
+    SCHEDULEFREE_KERNEL(params=params, grads=grads, zs=column(states, "z"), exp_avg_sqs=[],
+                        lr=float(scheduled_lr), ckp1=float(ckp1),
+                        y_step=y_step(scheduled_lr, momentum, ckp1),
+                        weight_decay=float(weight_decay), beta2=0.0, eps=0.0,
+                        bias_correction2=1.0, grad_scale=grad_scale, found_inf=found_inf)
+
+def adamw_schedulefree_update_fused(params: list, grads: list, states: list, *, scheduled_lr,
+                                    betas, eps, weight_decay, k, ckp1, grad_scale=None,
+                                    found_inf=None):
     "One schedule-free AdamW step for a list of parameters by the C++ kernel `schedulefree_`."
     SCHEDULEFREE_KERNEL(params=params, grads=grads, zs=column(states, "z"),
                         exp_avg_sqs=column(states, "exp_avg_sq"), lr=float(scheduled_lr),
-                        beta=float(betas[0]), ckp1=float(ckp1), weight_decay=float(weight_decay),
-                        beta2=float(betas[1]), eps=float(eps),
+                        ckp1=float(ckp1), y_step=y_step(scheduled_lr, betas[0], ckp1),
+                        weight_decay=float(weight_decay), beta2=float(betas[1]), eps=float(eps),
                         bias_correction2=float(bias_correction(betas[1], k + 1)),
                         grad_scale=grad_scale, found_inf=found_inf)
 
