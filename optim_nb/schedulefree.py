@@ -129,11 +129,12 @@ class SGDScheduleFree(ScheduleFree):
     (0.9), `weight_decay` λ, an L2 term taken at y (0), `warmup_steps` of linear warmup (0),
     `r` the power of the polynomial weights (k+1)^r of the average (0), `weight_lr_power` the
     power of the largest lr so far in those weights (2), `foreach` the multi-tensor path
-    (default True where torch has `_foreach_mul_`, as the reference), `fused` optim_nb's addition (the reference has no fused path): True runs the C++ kernel
-    `schedulefree_` of chapter 52, one pass over memory per parameter in the loop's order of operations,
-    bit-identical to the loop in float32 and float64, on floating-point CPU parameters (elsewhere the
-    multi-tensor rule), whatever `foreach` says (default None; kept out of the parameter groups
-    unless true)."""
+    (default True where torch has `_foreach_mul_`, as the reference), and `fused`, optim_nb's
+    addition (the reference has no fused path): True runs the C++ kernel `schedulefree_` of
+    chapter 52, one pass over memory per parameter in the loop's order of operations and
+    bit-identical to the loop in float32 and float64, on floating-point CPU parameters
+    (elsewhere the multi-tensor rule), whatever `foreach` says (default None; kept out of the
+    parameter groups unless true)."""
     def __init__(self, params, lr=1.0, momentum=0.9, weight_decay=0, warmup_steps=0, r=0.0,
                  weight_lr_power=2, foreach=hasattr(torch, "_foreach_mul_"), fused=None):
         defaults = dict(lr=lr, momentum=momentum, r=r, k=0, warmup_steps=warmup_steps, train_mode=False,
