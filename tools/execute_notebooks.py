@@ -6,9 +6,16 @@ after another. The cache is emptied first, so every chapter runs against the cur
 `force` would run it; a chapter the cache lacks (or whose source changed since) is executed by the
 build itself. A failing notebook stops here, with its traceback.
 
+Two at a time, each kernel gets one thread (OMP_NUM_THREADS=1): two kernels with torch's default of
+one thread per core spin against each other and run four times slower (14_adam: 18 s for it and
+12_rmsprop side by side with one thread each, 83 s with two). A notebook that measures speed says
+so in its metadata (`"optim_nb": {"execute": "alone"}`, chapter 53) and runs after the others,
+alone, with the threads it would have had.
+
     .venv/bin/python tools/execute_notebooks.py [--jobs N]
 """
 import argparse
+import os
 import pathlib
 import shutil
 import sys
@@ -31,8 +38,16 @@ def toc_notebooks() -> list:
     return [ROOT / f"{f}.ipynb" for f in files if (ROOT / f"{f}.ipynb").exists()]
 
 
-def execute(path: str, timeout: int):
-    "Run one notebook in its own folder, as the build does; returns it with outputs, or the error."
+def alone(path) -> bool:
+    "Does the notebook ask to run by itself (it measures speed)?"
+    return nbformat.read(path, as_version=4).metadata.get("optim_nb", {}).get("execute") == "alone"
+
+
+def execute(path: str, timeout: int, threads: int | None = None):
+    """Run one notebook in its own folder, as the build does, its kernel with `threads` threads
+    (None: torch's default); returns it with outputs, or the error."""
+    if threads is not None:
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # inherited by the kernel this process starts
     nb = nbformat.read(path, as_version=4)
     result = single_nb_execution(nb, cwd=str(pathlib.Path(path).parent), timeout=timeout, allow_errors=False)
     return path, result.nb, result.time, result.exc_string if result.err is not None else None
@@ -49,19 +64,27 @@ def main():
     # the longest chapters are the largest files: start them first, so that no core idles at the end
     notebooks = sorted(toc_notebooks(), key=lambda p: -p.stat().st_size)
     start, failed = time.time(), []
+
+    def record(path, nb, seconds, error):
+        name = pathlib.Path(path).relative_to(ROOT)
+        if error:
+            failed.append(name)
+            print(f"{name}: FAILED after {seconds:.1f} s\n{error}", flush=True)
+            return
+        entry = cache.add_nb_to_project(path)
+        cache.cache_notebook_bundle(CacheBundleIn(nb, entry.uri, data={"execution_seconds": seconds}),
+                                    check_validity=False, overwrite=True)
+        print(f"{name}: {seconds:.1f} s", flush=True)
+
+    together = [p for p in notebooks if not alone(p)]
     with ProcessPoolExecutor(args.jobs) as pool:
-        futures = [pool.submit(execute, str(p), config["timeout"]) for p in notebooks]
+        threads = 1 if args.jobs > 1 else None
+        futures = [pool.submit(execute, str(p), config["timeout"], threads) for p in together]
         for future in as_completed(futures):
-            path, nb, seconds, error = future.result()
-            name = pathlib.Path(path).relative_to(ROOT)
-            if error:
-                failed.append(name)
-                print(f"{name}: FAILED after {seconds:.1f} s\n{error}", flush=True)
-                continue
-            record = cache.add_nb_to_project(path)
-            cache.cache_notebook_bundle(CacheBundleIn(nb, record.uri, data={"execution_seconds": seconds}),
-                                        check_validity=False, overwrite=True)
-            print(f"{name}: {seconds:.1f} s", flush=True)
+            record(*future.result())
+    for p in notebooks:
+        if alone(p):
+            record(*execute(str(p), config["timeout"]))
     print(f"{len(notebooks)} notebooks in {time.time() - start:.0f} s with {args.jobs} at once"
           + (f"; failed: {', '.join(map(str, failed))}" if failed else ""))
     sys.exit(1 if failed else 0)
