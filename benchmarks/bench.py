@@ -90,7 +90,8 @@ def run(names, sets, rounds, min_time, paths=("loop", "foreach", "fused"), kinds
     print(f"copy bandwidth: {bw:.1f} GB/s, x.add_(y): {rmw:.1f} GB/s  "
           f"(torch {torch.__version__}, {torch.get_num_threads()} threads)")
     print("(% copy can pass 100: copy_ also reads its destination (write-allocate); an update writes only what it read)")
-    print(f"{'optimizer':9} {'params':8} {'path':7} {'ours ms':>9} {'torch ms':>9} {'ratio':>6} "
+    w = max(len("optimizer"), *(len(n) for n in names))  # the name column fits the longest name
+    print(f"{'optimizer':{w}} {'params':8} {'path':7} {'ours ms':>9} {'torch ms':>9} {'ratio':>6} "
           f"{'ours GB/s':>9} {'% copy':>6} {'state ours/torch MB':>20}")
     for name in names:
         entry = REGISTRY[name]
@@ -106,7 +107,7 @@ def run(names, sets, rounds, min_time, paths=("loop", "foreach", "fused"), kinds
                                pct=100 * moved / row["ours"] / 1e9 / bw)
                     rows.append(row)
                     sa, sb = row["state_ours"], row["state_torch"]
-                    print(f"{name:9} {set_name:8} {label(row):7} {row['ours']*1e3:9.3f} {fmt(row['torch'], 1e3, '9.3f')} "
+                    print(f"{name:{w}} {set_name:8} {label(row):7} {row['ours']*1e3:9.3f} {fmt(row['torch'], 1e3, '9.3f')} "
                           f"{fmt(row['ratio'], 1, '6.2f')} {row['gbs']:9.1f} {row['pct']:5.0f}% {sa/1e6:9.1f} / {sb/1e6:<9.1f}"
                           + ("" if sa == sb else "  STATE DIFFERS"), flush=True)
     return (bw, rmw), rows
@@ -192,9 +193,10 @@ def main(argv=None):
     rounds = args.rounds or (3 if args.quick else 5)
     bw, rows = run(names, sets, rounds, 0.1 if args.quick else 0.2, args.paths.split(","), args.kinds.split(","))
     lines = summary(rows)
-    print("\noptimizer params    default  fastest(ours/torch)  ratio  best %copy")
+    w = max(len("optimizer"), *(len(l[0]) for l in lines))
+    print(f"\n{'optimizer':{w}} params    default  fastest(ours/torch)  ratio  best %copy")
     for l in lines:
-        print(f"{l[0]:9} {l[1]:9} {fmt(l[2], 1, '6.2f')}   {l[3]:>7}/{l[4]:<7}    {fmt(l[5], 1, '6.2f')}  {l[6]:5.0f}%")
+        print(f"{l[0]:{w}} {l[1]:9} {fmt(l[2], 1, '6.2f')}   {l[3]:>7}/{l[4]:<7}    {fmt(l[5], 1, '6.2f')}  {l[6]:5.0f}%")
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(markdown(bw, rows, lines))
